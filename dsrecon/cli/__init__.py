@@ -1,0 +1,1 @@
+"""The ``dsrecon`` command line (see :mod:`dsrecon.cli.main`)."""
