@@ -102,13 +102,13 @@ class Trajectory:
         mean = np.mean(finite, axis=0) if mean is None else np.asarray(mean, dtype=float)
         std = np.std(finite, axis=0) if std is None else np.asarray(std, dtype=float)
         std = np.where(std > 0, std, 1.0)
-        return replace(self, values=(self.values - mean) / std, mean=mean, std=std)
+        return replace(self, values=(self.values - mean) / std, mean=mean, std=std, meta=dict(self.meta))
 
     def destandardize(self) -> "Trajectory":
         """Undo :meth:`standardize` (values back in original units)."""
         if not self.is_standardized:
             return self
-        return replace(self, values=self.values * self.std + self.mean, mean=None, std=None)
+        return replace(self, values=self.values * self.std + self.mean, mean=None, std=None, meta=dict(self.meta))
 
     def select(self, index) -> "Trajectory":
         """Trajectories ``index`` (int, slice or index array) as a new Trajectory."""
@@ -116,8 +116,8 @@ class Trajectory:
         failed = None if self.failed is None else np.atleast_1d(self.failed[index])
         if vals.ndim == 2:
             vals = vals[None]
-        return replace(self, values=vals, failed=failed)
+        return replace(self, values=vals, failed=failed, meta=dict(self.meta))
 
     def window(self, start: int = 0, stop: int | None = None) -> "Trajectory":
         """Time slice [start, stop) of every trajectory."""
-        return replace(self, values=self.values[:, start:stop])
+        return replace(self, values=self.values[:, start:stop], meta=dict(self.meta))

@@ -101,6 +101,10 @@ class DynamicalModel(nn.Module):
 
         return vmap(jacrev(single))(z)
 
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``model(z)`` is ``step(z)`` (so ``torch.func.functional_call`` works on every model)."""
+        return self.step(z)
+
     # -------------------------------------------------------- conveniences
     def rollout(self, z0: torch.Tensor, n_steps: int) -> torch.Tensor:
         """Latent trajectory ``[z_0, ..., z_{n-1}]``: (B, M) -> (B, n_steps, M)."""

@@ -91,12 +91,19 @@ def build(
         Model-specific hyper-parameters (see each model's docstring).
     """
     cls = model_class(name)
-    if seed is None:
-        model = cls(obs_dim=obs_dim, latent_dim=latent_dim, **hyper)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+    try:
+        if seed is None:
             model = cls(obs_dim=obs_dim, latent_dim=latent_dim, **hyper)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model = cls(obs_dim=obs_dim, latent_dim=latent_dim, **hyper)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise ConfigError(
+            f"bad hyper-parameters for model {name!r}: {exc}; see help(dsrecon.models.model_class({name!r}))"
+        ) from exc
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model
