@@ -1,0 +1,133 @@
+"""Vectorised ensembles: member k trains exactly like a single run with seed s_k."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dsrecon.errors import ConfigError
+from dsrecon.models import build, load
+from dsrecon.models.base import DynamicalModel
+from dsrecon.training import TrainConfig, fit, fit_ensemble, read_history
+from dsrecon.training.ensemble import EnsembleEngine
+
+pytest.importorskip("dsrecon.training.fused")
+
+TINY = dict(epochs=2, batches_per_epoch=3, batch_size=4, seq_len=15, eval_every=1, eval_steps=400,
+            checkpoint_every=1)
+
+
+def cycle(T=600, seed=0):
+    t = np.arange(T) * 0.15
+    x = np.stack([np.cos(t), np.sin(t), 0.5 * np.cos(2 * t)], axis=1)
+    return (x + 0.02 * np.random.default_rng(seed).standard_normal(x.shape)).astype(np.float32)
+
+
+def close(a: nn.Module, b: nn.Module, atol=1e-5) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k], sb[k], atol=atol) for k in sa)
+
+
+@pytest.mark.parametrize("name,hyper,forcing", [
+    ("clipped-shplrnn", {"hidden_dim": 6}, "agtf"),  # per-member adaptive alphas
+    ("alrnn", {"n_pwl": 2}, "stf"),
+    ("shplrnn", {"hidden_dim": 6, "obs": "affine"}, "gtf"),
+])
+def test_members_equal_single_runs(name, hyper, forcing):
+    M = 5 if name == "alrnn" else 3
+    cfg = TrainConfig(**TINY, forcing=forcing, tau=4, input_noise=0.01, alpha_update_every=2)
+    ens = fit_ensemble(name, cycle(), cfg, seeds=[3, 11], latent_dim=M, model_hyper=hyper)
+    assert ens.seeds == [3, 11] and len(ens.models) == 2
+    for k, s in enumerate([3, 11]):
+        single = fit(build(name, obs_dim=3, latent_dim=M, seed=s, **hyper), cycle(), cfg, seed=s)
+        assert close(ens.models[k], single.model)
+        mine = ens.member(k)
+        assert [r["loss"] for r in mine.history] == pytest.approx([r["loss"] for r in single.history], rel=1e-4)
+        assert [r["alpha"] for r in mine.history] == pytest.approx([r["alpha"] for r in single.history], rel=1e-4)
+        assert mine.best_epoch == single.best_epoch
+    assert not close(ens.models[0], ens.models[1])
+
+
+def test_members_are_saved_and_load_on_their_own(tmp_path):
+    cfg = TrainConfig(**TINY)
+    ens = fit_ensemble("shplrnn", cycle(), cfg, n_members=3, latent_dim=3, model_hyper={"hidden_dim": 4},
+                       out=tmp_path / "ens")
+    assert ens.seeds == [ens.seeds[0] + k for k in range(3)]  # config.seed (drawn) + k
+    for k in range(3):
+        d = tmp_path / "ens" / f"member_{k:02d}"
+        assert (d / "model.json").exists() and (d / "model.safetensors").exists()
+        assert close(load(tmp_path / "ens", member=k), ens.models[k], atol=0)
+        m = json.loads((d / "metrics.json").read_text())["training"]
+        assert m["member"] == k and m["best_epoch"] == ens.best_epochs[k]
+    rows = read_history(tmp_path / "ens" / "history.csv")
+    assert [(r["epoch"], r["member"]) for r in rows] == [(e, k) for e in (1, 2) for k in range(3)]
+    top = json.loads((tmp_path / "ens" / "metrics.json").read_text())["training"]
+    assert len(top["members"]) == 3
+    cfgj = json.loads((tmp_path / "ens" / "config.json").read_text())
+    assert cfgj["ensemble"] == {"n_members": 3, "seeds": ens.seeds}
+
+
+def test_ensemble_resume_reproduces_the_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(**{**TINY, "epochs": 3, "forcing": "agtf", "alpha_update_every": 2})
+    a = fit_ensemble("clipped-shplrnn", cycle(), cfg, seeds=[1, 2], latent_dim=3, model_hyper={"hidden_dim": 4},
+                     out=tmp_path / "a")
+
+    def kill(rows):
+        if rows[0]["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_ensemble("clipped-shplrnn", cycle(), cfg, seeds=[1, 2], latent_dim=3, model_hyper={"hidden_dim": 4},
+                     out=tmp_path / "b", callback=kill)
+    b = fit_ensemble("clipped-shplrnn", cycle(), None, latent_dim=3, model_hyper={"hidden_dim": 4},
+                     out=tmp_path / "b", resume=True)
+    assert b.seeds == [1, 2]
+    for k in range(2):
+        assert close(a.models[k], b.models[k], atol=0)
+
+
+def test_per_member_gradient_clipping_matches_torch():
+    models = [build("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=4, seed=s) for s in range(3)]
+    eng = EnsembleEngine(models, TrainConfig(), torch.device("cpu"), torch.float32)
+    for k, p in enumerate(eng.params.values()):
+        p.grad = torch.randn_like(p) * (10.0 ** torch.arange(3).reshape((3,) + (1,) * (p.dim() - 1)))
+    expected = []
+    for k in range(3):
+        gs = [p.grad[k].clone() for p in eng.params.values()]
+        ps = [nn.Parameter(torch.zeros_like(g)) for g in gs]
+        for p, g in zip(ps, gs):
+            p.grad = g.clone()
+        torch.nn.utils.clip_grad_norm_(ps, 1.0)  # what a single run does
+        expected.append([p.grad for p in ps])
+    eng.clip_gradients(1.0)
+    for k in range(3):
+        for p, e in zip(eng.params.values(), expected[k]):
+            assert torch.allclose(p.grad[k], e, rtol=1e-5)
+
+
+class Plain(DynamicalModel):
+    name = "test-plain"
+
+    def __init__(self):
+        super().__init__(3, 3)
+        self.W = nn.Parameter(torch.eye(3))
+
+    def step(self, z):
+        return z @ self.W.T
+
+
+def test_ensemble_input_errors():
+    with pytest.raises(ConfigError, match="piecewise-linear"):
+        fit_ensemble([Plain(), Plain()], cycle(), TrainConfig(**TINY), seeds=[0, 1])
+    with pytest.raises(ConfigError, match="seed"):
+        fit_ensemble("shplrnn", cycle(), TrainConfig(**TINY), n_members=3, seeds=[0, 1], latent_dim=3)
+    with pytest.raises(ConfigError, match="distinct"):
+        fit_ensemble("shplrnn", cycle(), TrainConfig(**TINY), seeds=[0, 0], latent_dim=3)
+    a = build("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=4)
+    b = build("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=5)
+    with pytest.raises(ConfigError, match="architecture"):
+        fit_ensemble([a, b], cycle(), TrainConfig(**TINY), seeds=[0, 1])
