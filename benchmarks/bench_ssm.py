@@ -1,21 +1,33 @@
 """Speed of the SSM training paths against their sequential references, measured side by side.
 
-1. Selective SSM (Mamba, Gu & Dao 2023), forward + backward, B=8, T=2048, D=16:
-   the blocked log-depth parallel scan (``selective_scan(method="parallel")``) vs the sequential
-   loop (``selective_scan_ref``, a Python loop over t differentiated by autograd), both for the
-   scan operator alone (D=16 channels, state size S=16) and for a whole Mamba block of width
-   d_model=16 (inner width ED=32, S=16, conv width 4). Target: >= 20x.
+1. Selective SSM (Mamba, Gu & Dao 2023), forward + backward, B=8, T=2048, D=16, float32.
+   Reference: ``selective_scan_ref``, a Python loop over t (``unbind`` per step) differentiated
+   by autograd. Fast paths, each timed in the same run and divided into the reference:
+
+   * "parallel": the pure-PyTorch blocked log-depth (Blelloch) scan with analytic backward,
+     ``selective_scan(method="parallel")`` - the device-agnostic path (GPU without mamba-ssm);
+   * "numba": the compiled CPU kernel with hand-written backward,
+     ``selective_scan(method="numba")`` - what ``method="auto"`` takes for CPU float32/64
+     (printed only where numba imports and the device is the CPU).
+
+   Both for the scan operator alone ([1a]: ED=16 channels, state size S=16) and for a whole
+   Mamba block of width d_model=16 ([1b]: inner width ED=32, S=16, conv width 4; the rest of
+   the block is the same code for every path). Target: >= 20x.
 2. LSSL (Gu et al. 2021), forward + backward of a teacher-forced window, T=4096: convolutional
    mode (Krylov kernel by repeated squaring + FFT convolution, ``forward_window``) vs recurrent
    mode (the protocol loop ``step(force(z, x_t, 1))``, ``protocol_window``). Target: >= 10x.
 
-Times are the best of ``--repeats`` runs after one warm-up; the ratio is reference / fast.
+Timing: after one warm-up call of each (numba compiles or loads its cache there), the methods
+of a comparison run in turn, ``--repeats`` rounds, and each keeps its best (minimum) time, so
+that load changes on a shared machine hit all of them alike. Wall-clock time decides the
+ratio; the process CPU time is printed beside it (with ``--threads 1`` it is the work done,
+without the time spent waiting for a core on a loaded machine).
 
 Usage::
 
-    python benchmarks/bench_ssm.py                 # full sizes (CPU: about 1-2 minutes)
-    python benchmarks/bench_ssm.py --quick         # T divided by 4
-    python benchmarks/bench_ssm.py --device cuda   # on a GPU
+    python benchmarks/bench_ssm.py --threads 1      # full sizes (CPU: about 1-2 minutes)
+    python benchmarks/bench_ssm.py --quick          # T divided by 4
+    python benchmarks/bench_ssm.py --device cuda    # on a GPU (parallel vs reference)
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ import torch
 
 from dsrecon.models import build
 from dsrecon.models.mamba import MambaBlock
-from dsrecon.models.scan import selective_scan, selective_scan_ref
+from dsrecon.models.scan import cpu_kernel_available, selective_scan, selective_scan_ref
 
 
 def _sync(device: torch.device) -> None:
@@ -36,23 +48,40 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def best_time(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def compare(fns: dict, device: torch.device, repeats: int) -> dict[str, tuple[float, float]]:
+    """{name: fn} -> {name: (best wall s, best CPU s)}; warm-up, then interleaved rounds."""
+    for fn in fns.values():
         fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    _sync(device)
+    best = {name: [float("inf"), float("inf")] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            w, c = time.perf_counter() - w0, time.process_time() - c0
+            best[name][0], best[name][1] = min(best[name][0], w), min(best[name][1], c)
+    return {name: (w, c) for name, (w, c) in best.items()}
 
 
-def report(label: str, fast: float, ref: float, fast_name: str, ref_name: str, target: float) -> None:
-    ratio = ref / fast
-    mark = "meets" if ratio >= target else "below"
-    print(f"{label}\n  {fast_name:<34s} {fast * 1e3:10.1f} ms\n  {ref_name:<34s} {ref * 1e3:10.1f} ms\n"
-          f"  ratio {ratio:6.1f}x  ({mark} the {target:g}x target)")
+def report(label: str, times: dict, ref: str, names: dict[str, str], target: float) -> None:
+    """Print the reference and every fast path with its ratio (wall; CPU in brackets)."""
+    rw, rc = times[ref]
+    print(label)
+    print(f"  {names[ref]:<44s} {rw * 1e3:9.1f} ms  (CPU {rc * 1e3:8.1f} ms)   reference")
+    for key, (w, c) in times.items():
+        if key == ref:
+            continue
+        mark = "meets" if rw / w >= target else "below"
+        print(f"  {names[key]:<44s} {w * 1e3:9.1f} ms  (CPU {c * 1e3:8.1f} ms)   "
+              f"ratio {rw / w:6.1f}x (CPU {rc / c:5.1f}x)  {mark} the {target:g}x target")
+
+
+def _paths(device: torch.device) -> dict[str, str]:
+    paths = {"sequential": "sequential loop (autograd)", "parallel": "parallel (blocked log-depth scan)"}
+    if device.type == "cpu" and cpu_kernel_available():
+        paths["numba"] = "numba (compiled CPU kernel)"
+    return paths
 
 
 def bench_scan_op(B: int, T: int, D: int, S: int, device: torch.device, repeats: int) -> None:
@@ -64,18 +93,20 @@ def bench_scan_op(B: int, T: int, D: int, S: int, device: torch.device, repeats:
     Dskip = torch.ones(D)
     ins = [t.to(device).requires_grad_() for t in (u, delta, A, Bm, C, Dskip)]
 
-    def run(fn):
+    def run(method):
         def go():
             for t in ins:
                 t.grad = None
-            y, _ = fn(*ins)
+            if method == "sequential":
+                y, _ = selective_scan_ref(*ins)
+            else:
+                y, _ = selective_scan(*ins, method=method)
             y.pow(2).mean().backward()
         return go
 
-    fast = best_time(run(lambda *a: selective_scan(*a, method="parallel")), device, repeats)
-    ref = best_time(run(selective_scan_ref), device, repeats)
-    report(f"[1a] selective scan op, fwd+bwd, B={B} T={T} D={D} S={S}", fast, ref,
-           "parallel (blocked log-depth scan)", "sequential loop (autograd)", 20)
+    paths = _paths(device)
+    times = compare({m: run(m) for m in paths}, device, repeats)
+    report(f"[1a] selective scan op, fwd+bwd, B={B} T={T} D={D} S={S}", times, "sequential", paths, 20)
 
 
 def bench_mamba_block(B: int, T: int, D: int, S: int, device: torch.device, repeats: int) -> None:
@@ -90,10 +121,9 @@ def bench_mamba_block(B: int, T: int, D: int, S: int, device: torch.device, repe
             out.pow(2).mean().backward()
         return go
 
-    fast = best_time(run("parallel"), device, repeats)
-    ref = best_time(run("sequential"), device, repeats)
-    report(f"[1b] Mamba block, fwd+bwd, B={B} T={T} d_model={D} (ED={2 * D}) S={S}", fast, ref,
-           "parallel scan", "sequential loop", 20)
+    paths = _paths(device)
+    times = compare({m: run(m) for m in paths}, device, repeats)
+    report(f"[1b] Mamba block, fwd+bwd, B={B} T={T} d_model={D} (ED={2 * D}) S={S}", times, "sequential", paths, 20)
 
 
 def bench_lssl(B: int, T: int, device: torch.device, repeats: int) -> None:
@@ -107,10 +137,10 @@ def bench_lssl(B: int, T: int, device: torch.device, repeats: int) -> None:
             fn().pow(2).mean().backward()
         return go
 
-    fast = best_time(run(lambda: m.forward_window(x)), device, repeats)
-    ref = best_time(run(lambda: m.protocol_window(x, ones)), device, max(1, repeats // 2))
-    report(f"[2] LSSL window (2 layers, D=16, S=16), fwd+bwd, B={B} T={T}", fast, ref,
-           "convolutional mode (kernel + FFT)", "recurrent mode (protocol loop)", 10)
+    names = {"recurrent": "recurrent mode (protocol loop)", "conv": "convolutional mode (kernel + FFT)"}
+    times = compare({"recurrent": run(lambda: m.protocol_window(x, ones)),
+                     "conv": run(lambda: m.forward_window(x))}, device, max(1, repeats // 2))
+    report(f"[2] LSSL window (2 layers, D=16, S=16), fwd+bwd, B={B} T={T}", times, "recurrent", names, 10)
 
 
 def main() -> None:
@@ -126,7 +156,7 @@ def main() -> None:
     div = 4 if args.quick else 1
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"bench_ssm: torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
-          f"best of {args.repeats}{', QUICK sizes' if args.quick else ''}")
+          f"best of {args.repeats} interleaved rounds{', QUICK sizes' if args.quick else ''}")
     bench_scan_op(8, 2048 // div, 16, 16, device, args.repeats)
     bench_mamba_block(8, 2048 // div, 16, 16, device, args.repeats)
     bench_lssl(8, 4096 // div, device, args.repeats)

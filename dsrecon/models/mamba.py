@@ -28,10 +28,11 @@ h_t = exp(Delta_t A) h_{t-1} + Delta_t B_t x_t and y_t = <C_t, h_t> + D x_t.
 Initialisation as in the paper: S4D-real A_log[e, s] = log(s + 1); dt_proj bias so that
 softplus(bias) is log-uniform in [dt_min, dt_max]; D = 1.
 
-Training windows use the parallel form (:func:`dsrecon.models.scan.selective_scan`: the
-pure-PyTorch log-depth scan on CPU and GPU, or the mamba-ssm CUDA kernel when installed and on
-CUDA; ``scan`` hyper-parameter). Generation and the protocol's ``step`` use the recurrent form
-with the convolution buffer and SSM state. The protocol state folds all of it into z::
+Training windows use the parallel form (:func:`dsrecon.models.scan.selective_scan`, ``scan``
+hyper-parameter; "auto": the mamba-ssm CUDA kernel when installed and on CUDA, the compiled
+numba kernel for float32/float64 CPU tensors, the pure-PyTorch log-depth scan otherwise).
+Generation and the protocol's ``step`` use the recurrent form with the convolution buffer and
+SSM state. The protocol state folds all of it into z::
 
     z_t = [x_t (N) ; for each layer l: conv buffer (ED * (K-1)) ; SSM state h (ED * S)]
 
@@ -151,7 +152,7 @@ class Mamba(SequenceModel):
         1e-2..0.5 gave clearly better attractors than 1e-3..1e-1 in short trials).
     predict_increment : bool
         Output x_t + decoder(.) (default True) instead of decoder(.).
-    scan : {"auto", "parallel", "sequential", "cuda"}
+    scan : {"auto", "parallel", "sequential", "numba", "cuda"}
         Selective-scan implementation for windows (see :func:`dsrecon.models.scan.selective_scan`).
     """
 
