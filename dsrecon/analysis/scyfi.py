@@ -1,0 +1,323 @@
+"""SCYFI: fixed points and k-cycles of piecewise-linear maps by self-consistent region iteration.
+
+Glossary: C parallel search chains, k cycle order, M latent dim, S pattern bits
+(:mod:`dsrecon.analysis.pwl_view`), T trajectory length.
+
+Algorithm (Eisenmann, Monfared, Goering & Durstewitz, "Bifurcations and loss jumps in RNN
+training", NeurIPS 2023; extending the fixed-point heuristic of Durstewitz 2017, PLoS Comput Biol
+13:e1005542). For order k:
+
+1. Draw an itinerary of k regions (s_1, ..., s_k). Inside it the k-fold map is affine,
+   ``F^k(z) = P z + c`` with ``P = W_{s_k} ... W_{s_1}``; solve ``(I - P) z* = c``.
+2. Iterate the true map k times from z*. If the regions visited equal the assumed ones the
+   candidate is a real k-cycle (self-consistency); otherwise it is *virtual*, and the search is
+   re-initialised **with the regions actually visited** -- the step that makes SCYFI converge in
+   few iterations where random restarts would need exponentially many.
+3. A chain is restarted with a fresh random itinerary after a real cycle, a singular system, or
+   ``inner`` iterations without success. The search stops after ``outer`` consecutive fresh
+   starts that found nothing new (the counter is reset by every discovery, as in the reference).
+
+Our implementation runs C chains at once (one batched LAPACK solve per iteration), draws fresh
+itineraries from a pool of regions seen along trajectories of the model and at random points
+(plus uniformly random patterns), reduces cycles found at order k whose minimal period is a
+divisor of k to that lower order, de-duplicates and canonicalises them
+(:mod:`dsrecon.analysis.cycles`). It is an independent implementation written from the paper and
+the reference's documented behaviour (DurstewitzLab/SCYFI), not a port. Three extensions of ours,
+all switched off by ``neighbours=False`` except the first:
+
+* **memo**: the iteration is deterministic, so every itinerary is solved at most once; a chain
+  that reaches an already solved itinerary is restarted (it would retrace a known path), and
+  the search can never cost more solves than exhaustive enumeration;
+* **neighbour seeding**: after each discovery the itineraries one bit flip away are tried first
+  (fixed points born together in border-collision bifurcations sit in adjacent regions), and
+  lower-order cycles seed their repeated itineraries at order k;
+* **partial updates**: when a virtual candidate's full update leads to known ground and 2-4 bits
+  were violated, the single-bit updates are queued as well.
+
+SCYFI remains a heuristic: cycles whose basin under the iteration is tiny (typically high-index
+saddles far from the attractor) can be missed; :func:`dsrecon.analysis.enumerate_cycles` is the
+exact reference and ``fixed_points(method="auto")`` uses it whenever it is affordable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from dsrecon.analysis.cycles import DEFAULT_TOL, Cycle, CycleSet, sort_cycles
+from dsrecon.analysis.enumeration import BOUNDARY_TOL, check_candidates
+from dsrecon.analysis.pwl_view import PWLView
+from dsrecon.errors import ConfigError
+
+
+def default_iterations(order: int) -> tuple[int, int]:
+    """(outer, inner) defaults for order k.
+
+    ``inner`` follows the reference's schedule (20 for k < 3, 60 for k < 6, 300 for k < 8, 1080
+    for k < 20, else 1115). ``outer`` counts restarts of *any* chain without a discovery, so it is
+    larger than the reference's per-restart count (10 / 40 / 100) by the typical number of
+    chains that restart per round.
+    """
+    k = int(order)
+    inner = 20 if k < 3 else 60 if k < 6 else 300 if k < 8 else 1080 if k < 20 else 1115
+    outer = 1000 if k < 8 else 2000 if k < 30 else 4000
+    return outer, inner
+
+
+def unique_rows(bits: np.ndarray) -> np.ndarray:
+    """Distinct rows of a bool array (n, S) -> (u, S), via packed bytes (fast for any S)."""
+    if bits.shape[0] == 0:
+        return bits
+    packed = np.ascontiguousarray(np.packbits(bits, axis=1))
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first = np.unique(keys, return_index=True)
+    return bits[np.sort(first)]
+
+
+class RegionPool:
+    """Where SCYFI draws fresh itineraries from.
+
+    Attributes
+    ----------
+    traj_bits : (n, T, S) bool
+        Patterns along model trajectories (itineraries are windows of k consecutive patterns).
+    valid_len : (n,) int
+        Number of finite leading states of each trajectory.
+    pool : (P, S) bool
+        Distinct patterns seen along the trajectories and at random points.
+    """
+
+    def __init__(self, traj_bits: np.ndarray, valid_len: np.ndarray, pool: np.ndarray) -> None:
+        self.traj_bits, self.valid_len, self.pool = traj_bits, valid_len, pool
+
+    @classmethod
+    def from_model(
+        cls,
+        view: PWLView,
+        rng: np.random.Generator,
+        *,
+        n_trajectories: int = 16,
+        n_steps: int = 200,
+        n_random: int = 2048,
+        z0: np.ndarray | None = None,
+    ) -> "RegionPool":
+        """Simulate trajectories from ``z0`` (B, M) if given plus ``n_trajectories`` N(0, 1) states,
+        and sample ``n_random`` random points N(mean, s^2), s = spread of the trajectories (>= 1)."""
+        M = view.M
+        z = rng.standard_normal((n_trajectories, M))
+        if z0 is not None:
+            z = np.concatenate([np.asarray(z0, dtype=np.float64).reshape(-1, M), z], axis=0)
+        n = z.shape[0]
+        traj = np.empty((n, n_steps, M))
+        alive = np.ones(n, dtype=bool)
+        valid_len = np.full(n, n_steps)
+        with np.errstate(all="ignore"):
+            for t in range(n_steps):
+                good = np.isfinite(z).all(axis=1) & (np.abs(z).max(axis=1) < 1e8)
+                newly_dead = alive & ~good
+                valid_len[newly_dead] = t
+                alive &= good
+                z = np.where(alive[:, None], z, 0.0)
+                traj[:, t] = z
+                z = view.step(z)
+        flat = np.concatenate([traj[i, : valid_len[i]] for i in range(n)], axis=0)
+        spread = float(np.std(flat)) if flat.size else 1.0
+        spread = max(1.0, spread if np.isfinite(spread) else 1.0)
+        center = flat.mean(axis=0) if flat.size else np.zeros(M)
+        rand_pts = center + spread * rng.standard_normal((n_random, M))
+        bits_traj = view.bits(traj.reshape(n * n_steps, M)).reshape(n, n_steps, -1)
+        seen = view.bits(np.concatenate([flat, rand_pts], axis=0))
+        return cls(bits_traj, valid_len, unique_rows(seen))
+
+    def draw(self, n: int, k: int, S: int, rng: np.random.Generator) -> np.ndarray:
+        """n itineraries (n, k, S): 1/3 trajectory windows, 1/3 from the pool, 1/3 uniform."""
+        out = rng.random((n, k, S)) < 0.5  # uniformly random patterns
+        src = rng.integers(0, 3, size=n)
+        use_pool = np.flatnonzero(src == 1)
+        if use_pool.size and self.pool.shape[0]:
+            out[use_pool] = self.pool[rng.integers(0, self.pool.shape[0], size=(use_pool.size, k))]
+        ok_traj = np.flatnonzero(self.valid_len >= k)
+        use_traj = np.flatnonzero(src == 2)
+        if use_traj.size and ok_traj.size:
+            ti = ok_traj[rng.integers(0, ok_traj.size, size=use_traj.size)]
+            starts = (rng.random(use_traj.size) * (self.valid_len[ti] - k + 1)).astype(np.int64)
+            win = starts[:, None] + np.arange(k)[None]
+            out[use_traj] = self.traj_bits[ti[:, None], win]
+        return out
+
+
+class _Frontier:
+    """Itineraries to try next: a memo of evaluated ones and a queue of neighbour seeds.
+
+    Keys are the packed bytes of an itinerary (k, S). The SCYFI iteration is deterministic, so an
+    itinerary evaluated once never needs evaluating again: a chain that reaches a known itinerary
+    has joined a known path and is restarted.
+    """
+
+    def __init__(self, k: int, S: int, pool: RegionPool, rng: np.random.Generator) -> None:
+        self.k, self.S, self.pool, self.rng = k, S, pool, rng
+        self.memo: set[bytes] = set()
+        self.queue: deque[np.ndarray] = deque()
+        self.n_total = 2 ** (k * S) if k * S < 62 else None
+
+    def keys(self, seqs: np.ndarray) -> list[bytes]:
+        """Keys of itineraries (n, k, S) -> n bytes objects."""
+        packed = np.packbits(seqs.reshape(seqs.shape[0], -1), axis=1)
+        return [row.tobytes() for row in packed]
+
+    def known(self, seqs: np.ndarray) -> np.ndarray:
+        """(n, k, S) -> (n,) bool: already evaluated."""
+        return np.fromiter((kk in self.memo for kk in self.keys(seqs)), dtype=bool, count=seqs.shape[0])
+
+    def exhausted(self) -> bool:
+        return self.n_total is not None and len(self.memo) >= self.n_total
+
+    def mark(self, seqs: np.ndarray) -> None:
+        self.memo.update(self.keys(seqs))
+
+    def push_neighbours(self, seq: np.ndarray) -> None:
+        """Queue the k*S itineraries one bit flip away from ``seq`` (k, S)."""
+        n = self.k * self.S
+        flips = np.repeat(seq.reshape(1, n), n, axis=0)
+        flips[np.arange(n), np.arange(n)] ^= True
+        flips = flips.reshape(n, self.k, self.S)
+        self.queue.extend(flips[~self.known(flips)])
+
+    def _select(self, cand: np.ndarray, n: int, taken: set[bytes]) -> list[np.ndarray]:
+        out = []
+        for seq, kk in zip(cand, self.keys(cand)):
+            if len(out) >= n:
+                break
+            if kk not in self.memo and kk not in taken:
+                taken.add(kk)
+                out.append(seq)
+        return out
+
+    def draw(self, n: int) -> tuple[np.ndarray, int]:
+        """Up to n unevaluated, distinct itineraries (m, k, S) and the number of draws consumed.
+
+        Neighbour seeds first, then random itineraries from the pool (see :meth:`RegionPool.draw`).
+        """
+        out: list[np.ndarray] = []
+        taken: set[bytes] = set()
+        draws = 0
+        while self.queue and len(out) < n:
+            m = min(len(self.queue), 2 * (n - len(out)))
+            cand = np.stack([self.queue.popleft() for _ in range(m)])
+            draws += m
+            out += self._select(cand, n - len(out), taken)
+        tries = 0
+        while len(out) < n and tries < 8 and not self.exhausted():
+            tries += 1
+            m = n - len(out)
+            draws += m
+            out += self._select(self.pool.draw(m, self.k, self.S, self.rng), m, taken)
+        if not out:
+            return np.zeros((0, self.k, self.S), dtype=bool), draws
+        return np.stack(out), draws
+
+
+def scyfi(
+    view: PWLView,
+    order: int,
+    *,
+    found: CycleSet | None = None,
+    pool: RegionPool | None = None,
+    n_chains: int = 64,
+    outer: int | None = None,
+    inner: int | None = None,
+    max_evaluations: int = 10**7,
+    neighbours: bool = True,
+    seed: int | None = None,
+    tol: float = DEFAULT_TOL,
+    btol: float = BOUNDARY_TOL,
+) -> list[Cycle]:
+    """Search the cycles of order ``order`` of a PWL map with SCYFI (see module docstring).
+
+    Parameters
+    ----------
+    view : PWLView
+        From :func:`dsrecon.analysis.pwl_view.make_view`.
+    order : int
+        k >= 1.
+    found : CycleSet, optional
+        Shared across orders; cycles with a smaller minimal period met on the way go there too,
+        and the lower-order cycles already in it seed the search (repeated itineraries).
+    pool : RegionPool, optional
+        Built from the model by default.
+    n_chains : int
+        C, chains iterated in parallel.
+    outer, inner : int, optional
+        Stop after ``outer`` consecutive chain restarts without a new cycle; restart a chain
+        after ``inner`` iterations. Defaults: :func:`default_iterations`.
+    max_evaluations : int
+        Hard cap on the number of candidate itineraries solved.
+    neighbours : bool
+        After each discovery, try the itineraries one bit flip away first (see module docstring).
+    seed : int, optional
+        Seeds the random itineraries.
+
+    Returns
+    -------
+    list of Cycle of minimal order ``order``, sorted.
+    """
+    k = int(order)
+    if k < 1:
+        raise ConfigError(f"order must be >= 1, got {order}")
+    d_outer, d_inner = default_iterations(k)
+    outer = d_outer if outer is None else int(outer)
+    inner = d_inner if inner is None else int(inner)
+    if outer < 1 or inner < 1 or int(n_chains) < 1:
+        raise ConfigError(f"outer, inner and n_chains must be >= 1, got {outer}, {inner}, {n_chains}")
+    rng = np.random.default_rng(seed)
+    found = found if found is not None else CycleSet(tol)
+    pool = pool if pool is not None else RegionPool.from_model(view, rng)
+    C, S = int(n_chains), view.n_bits
+    front = _Frontier(k, S, pool, rng)
+    if neighbours:  # lower-order cycles seed their repeated itineraries and neighbours
+        for p in range(1, k):
+            if k % p == 0:
+                for cyc in found.items(p):
+                    rep = np.tile(view.bits(cyc.points), (k // p, 1))
+                    if not front.known(rep[None])[0]:
+                        front.queue.append(rep)
+                    front.push_neighbours(rep)
+    seqs, _ = front.draw(C)
+    since_new = seqs.shape[0]  # fresh (never evaluated) starts since the last discovery
+    age = np.zeros(seqs.shape[0], dtype=np.int64)
+    n_eval = 0
+    while seqs.shape[0] and n_eval < max_evaluations:
+        front.mark(seqs)
+        visited, status, n_new = check_candidates(view, seqs, found, btol=btol, tol=tol)
+        n_eval += seqs.shape[0]
+        if n_new:
+            since_new = 0
+            if neighbours:
+                for i in np.flatnonzero(status == 3):
+                    front.push_neighbours(visited[i])
+        known_next = front.known(visited)
+        restart = (status != 1) | (age >= inner) | known_next
+        if neighbours:  # a virtual candidate whose full update leads to known ground: try partial updates
+            for i in np.flatnonzero((status == 1) & known_next):
+                diff = np.flatnonzero((visited[i] != seqs[i]).ravel())
+                if 1 < diff.size <= 4:
+                    for j in diff:
+                        alt = seqs[i].copy().ravel()
+                        alt[j] = ~alt[j]
+                        front.queue.append(alt.reshape(k, S))
+        keep = np.flatnonzero(~restart)
+        seqs, age = visited[keep], age[keep] + 1
+        # drop duplicates among the continuing chains (two chains that merged)
+        if seqs.shape[0] > 1:
+            _, first = np.unique(np.packbits(seqs.reshape(seqs.shape[0], -1), axis=1), axis=0, return_index=True)
+            first = np.sort(first)
+            seqs, age = seqs[first], age[first]
+        if since_new >= outer or front.exhausted():
+            break
+        fresh, _ = front.draw(C - seqs.shape[0])
+        since_new += fresh.shape[0]
+        if fresh.shape[0]:
+            seqs = np.concatenate([seqs, fresh], axis=0)
+            age = np.concatenate([age, np.zeros(fresh.shape[0], dtype=np.int64)])
+    return sort_cycles(found.items(k))
