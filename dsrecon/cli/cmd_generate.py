@@ -65,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         if x0.size == N:
             raise DataError(f"the initial condition {x0.tolist()} is not finite")
         raise DataError(f"the initial condition has {x0.size} values but the model observes N={N} dimensions")
-    p = next(iter(model.parameters()))
-    x = torch.as_tensor(x0[None], dtype=p.dtype, device=device)
+    x = torch.as_tensor(x0[None], dtype=model.dtype, device=device)
     traj = model.generate(x, args.steps)[0].to("cpu").numpy()  # (N_steps, N)
+    out.parent.mkdir(parents=True, exist_ok=True)
     path = save_array(out, traj, overwrite=args.overwrite)
     bad = int((~np.isfinite(traj)).any(axis=1).sum())
     print(f"generated {args.steps} steps x {N} dims from {source} -> {path}")

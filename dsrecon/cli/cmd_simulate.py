@@ -54,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
         raise RunDirError(f"{out} already exists; pass --overwrite to replace it")
     if out.suffix.lower() == ".csv" and args.trajectories != 1:
         raise ConfigError("a .csv file holds one trajectory; use --trajectories 1, or .npy/.npz")
-    if not out.parent.exists():
-        raise ConfigError(f"output directory {out.parent} does not exist")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: {out.parent} is a file, not a directory")
     from dsrecon.data import save_array, save_trajectory
     from dsrecon.systems import get, simulate
 
     system = get(args.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
     ic = args.ic or ("default" if args.trajectories == 1 else "attractor")
     if ic == "attractor" and (system.kind == "map" or system.is_delay):
         ic = "random"
