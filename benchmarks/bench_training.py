@@ -16,12 +16,18 @@ RAdam step) of
 
 Configurations (DESIGN.md section 3 / issue 4):
 * AL-RNN M=20, P=2, N=3, batch 16, seq_len 200, sparse teacher forcing tau=16;
-* clipped shPLRNN M=3, L=100, N=3, batch 16, seq_len 200, GTF alpha=0.1.
+* clipped shPLRNN M=3, L=100, N=3, batch 16, seq_len 200, GTF alpha=0.1;
+* clipped shPLRNN M=3, L=100, adaptive GTF (the paper configuration, Hess et al. 2023): every 5
+  optimiser steps each model/member gets kappa from its own Jacobians at the batch's data states
+  and updates its own alpha (:class:`dsrecon.training.forcing.AdaptiveGTF`; this cost is timed on
+  every path). The members' alphas differ after the first update, so the ensemble passes alpha
+  (K, T) to the fused rollout: ``fused K`` is one kernel call for all members, ``fused K split``
+  the former fallback (one kernel call per member), for context.
 
 Data: a standardised Lorenz-63 trajectory (RK4, dt=0.01) with windows at random start points.
 
 Usage: ``python benchmarks/bench_training.py [--batches 20] [--eager-batches 5] [--rounds 3]
-[--threads 1] [--fused-threads 1] [--K 16]``. ``--threads`` sets torch.set_num_threads for every
+[--threads 1] [--fused-threads 1] [--K 16] [--configs alrnn,clipped,clipped-agtf]``. ``--threads`` sets torch.set_num_threads for every
 path; ``--fused-threads`` the fused kernels' own block threads. Paths are timed in interleaved
 rounds and the best round of each is reported (the machine is shared; best-of is the least
 noisy), as wall time and as process CPU time (single-threaded paths: the load-robust figure).
@@ -35,7 +41,9 @@ import time
 import numpy as np
 import torch
 
-from dsrecon.training.fused import fused_forced_rollout, gtf_alpha, set_num_threads, stf_alpha
+from dsrecon.training.forcing import AdaptiveGTF, spectral_norms
+from dsrecon.training.fused import (fused_forced_rollout, gtf_alpha, set_num_threads,
+                                    shallow_jacobian, stf_alpha)
 
 
 # --------------------------------------------------------------------------------- data
@@ -141,6 +149,43 @@ class EagerClippedSh(torch.nn.Module):
                                  gtf_alpha(T1 - 1, alpha, dtype=torch.float32))
         return ((z - x[:, :, 1:]) ** 2).mean(dim=(1, 2, 3)).sum()
 
+    # per-member alphas (adaptive GTF): alpha is a (K,) tensor, member k forced with alpha[k]
+    def form(self):
+        return {"a": self.A[:, 0], "W1": self.W1, "W2": self.W2, "h1": self.h1[:, 0],
+                "h2": self.h2[:, 0], "relu_mask": torch.ones(self.W2.shape[1], dtype=torch.bool),
+                "clipped": True}
+
+    def eager_loss_members(self, x, alpha):                     # the eager loop, alpha (K, 1, 1)
+        return self.eager_loss(x, alpha.to(x.dtype)[:, None, None])
+
+    def fused_loss_members(self, x, alpha):                     # one kernel call, alpha (K, T)
+        K, B, T1, M = x.shape
+        z = fused_forced_rollout(self.form(), x[:, :, 0], x[:, :, :-1], torch.ones(M),
+                                 alpha.to(x.dtype)[:, None].expand(K, T1 - 1))
+        return ((z - x[:, :, 1:]) ** 2).mean(dim=(1, 2, 3)).sum()
+
+    def fused_loss_split(self, x, alpha):                       # one kernel call per member
+        K, B, T1, M = x.shape
+        form, parts = self.form(), []
+        for k in range(K):
+            fk = {n: (v[k:k + 1] if n in ("a", "W1", "W2", "h1", "h2") else v)
+                  for n, v in form.items()}
+            parts.append(fused_forced_rollout(fk, x[k:k + 1, :, 0], x[k:k + 1, :, :-1],
+                                              torch.ones(M), gtf_alpha(T1 - 1, float(alpha[k]),
+                                                                       dtype=x.dtype)))
+        z = torch.cat(parts)
+        return ((z - x[:, :, 1:]) ** 2).mean(dim=(1, 2, 3)).sum()
+
+    @torch.no_grad()
+    def kappa(self, x):
+        """Adaptive-GTF kappa (K,) of every member at the data states x_1..x_T (K, B, T+1, M):
+        max over sequences of the geometric mean over t of ||J(x_t)||_2."""
+        K, B, T1, M = x.shape
+        form = {n: (v.detach() if isinstance(v, torch.Tensor) else v) for n, v in self.form().items()}
+        z = x[:, :, 1:].reshape(K, B * (T1 - 1), M)
+        norms = spectral_norms(lambda c: shallow_jacobian(form, c), z).reshape(K, B, T1 - 1)
+        return torch.exp(torch.log(norms).mean(dim=2)).max(dim=1).values.numpy()
+
 
 # ------------------------------------------------------------------------------- timing
 class Runner:
@@ -165,6 +210,88 @@ class Runner:
         return time.perf_counter() - t0, time.process_time() - c0
 
 
+class AdaptiveRunner(Runner):
+    """A Runner under adaptive GTF: every ``every`` optimiser steps (before the step, as the
+    trainer does) each member's alpha is updated from its own kappa by
+    :class:`dsrecon.training.forcing.AdaptiveGTF`; the loss gets the members' alphas (K,).
+    The members start from distinct alphas ``alpha0`` (K,), as mid-training (the rule starts
+    at 1 and parts them from the first update on)."""
+
+    def __init__(self, model, loss_name, every, alpha0, data, K, batch, T, seed=1):
+        super().__init__(model, loss_name, None, data, K, batch, T, seed)
+        self.rule, self.step = AdaptiveGTF(1.0, every, 0.999, n_members=K), 0
+        self.rule.load_state_dict({"alpha": list(alpha0)})
+
+    def time(self, n: int) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            x = next(self.stream).view(self.K, self.batch, self.T + 1, -1)
+            if self.rule.wants_update(self.step):
+                self.rule.update(self.model.kappa(x))
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.loss_fn(x, torch.as_tensor(self.rule.alpha, dtype=torch.float32))
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+        return time.perf_counter() - t0, time.process_time() - c0
+
+
+def measure(args, runners, paths, B: int, T: int):
+    """Warm up, then time interleaved rounds; best (wall, CPU) per path -> steps/s and s/batch."""
+    for r in runners:
+        r.time(args.warmup)
+    best = [float("inf")] * len(paths)                     # wall seconds per batch
+    cpu = [float("inf")] * len(paths)                      # CPU seconds per batch
+    for _ in range(args.rounds):
+        for i, (r, (_, _, _, n)) in enumerate(zip(runners, paths)):
+            w, c = r.time(n)
+            best[i], cpu[i] = min(best[i], w / n), min(cpu[i], c / n)
+    sps = [k * B * T / b for (_, k, _, _), b in zip(paths, best)]
+    cps = [k * B * T / c for (_, k, _, _), c in zip(paths, cpu)]
+    return sps, best, cps, cpu
+
+
+def adaptive_rows(args, data, B: int, T: int, K: int) -> None:
+    """The adaptive-GTF clipped shPLRNN configuration (members with their own alphas)."""
+    name = "clipped shPLRNN M=3 L=100, adaptive GTF"
+    make = lambda k: EagerClippedSh(k, 3, 100, seed=0)  # noqa: E731
+    # same K-member model, same batch, members with different alphas: the eager loop (alpha
+    # (K, 1, 1)), one fused call (alpha (K, T)) and K fused calls give the same loss and gradients
+    model, x = make(K), next(batches(data, 1, B * K, T, seed=7)).view(K, B, T + 1, -1)
+    alpha = torch.linspace(0.05, 0.95, K)
+    losses, grads = [], []
+    for fn in (model.eager_loss_members, model.fused_loss_members, model.fused_loss_split):
+        loss = fn(x, alpha)
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+        losses.append(float(loss.detach()))
+    gerr = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+               for g in grads[1:] for a, b in zip(g, grads[0]))
+    print(f"{name:38s} check (K={K}, alphas {float(alpha[0]):.2f}..{float(alpha[-1]):.2f}): loss "
+          f"eager {losses[0]:.6f} fused {losses[1]:.6f} split {losses[2]:.6f}, max relative "
+          f"gradient difference {gerr:.1e}")
+    paths = [("eager (reference)", 1, "eager_loss_members", args.eager_batches),
+             ("fused", 1, "fused_loss_members", args.batches),
+             (f"eager K={K} vectorised", K, "eager_loss_members", args.eager_batches),
+             (f"fused K={K} alpha (K,T)", K, "fused_loss_members", args.batches),
+             (f"fused K={K} split", K, "fused_loss_split", args.batches)]
+    runners = [AdaptiveRunner(make(k), loss, 5, np.linspace(0.1, 0.9, k) if k > 1 else [0.5],
+                              data, k, B, T) for _, k, loss, _ in paths]
+    sps, best, cps, cpu = measure(args, runners, paths, B, T)
+    for (path, _, _, _), s, b, cs, c in zip(paths, sps, best, cps, cpu):
+        print(f"{name:38s} {path:22s} {s:10.0f} {1e3 * b:9.2f} {s / sps[0]:8.1f}x"
+              f" {1e3 * c:9.2f} {cs / cps[0]:8.1f}x")
+    spread = [float(a) for a in runners[3].rule.alpha]
+    print(f"{'':38s} adaptive alpha every 5 steps (kappa per member), members start at "
+          f"0.1..0.9; after the run {min(spread):.4f}..{max(spread):.4f} "
+          f"({len(set(spread))} distinct of {K})")
+    print(f"{'':38s} single model: fused / eager = {sps[1] / sps[0]:.1f}x wall, "
+          f"{cps[1] / cps[0]:.1f}x CPU (target >= 10x)")
+    print(f"{'':38s} K={K}: fused K / ({K} x eager, extrapolated from the eager run) = "
+          f"{sps[3] / sps[0]:.1f}x wall, {cps[3] / cps[0]:.1f}x CPU (target >= 30x)")
+    print(f"{'':38s} K={K}: one call with alpha (K,T) / one call per member = "
+          f"{sps[3] / sps[4]:.1f}x wall, {cps[3] / cps[4]:.1f}x CPU")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=20, help="timed batches per round, fused")
@@ -177,7 +304,13 @@ def main() -> None:
     ap.add_argument("--K", type=int, default=16, help="ensemble size")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=200)
+    ap.add_argument("--configs", default="alrnn,clipped,clipped-agtf",
+                    help="comma-separated subset of: alrnn, clipped, clipped-agtf")
     args = ap.parse_args()
+    chosen = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = set(chosen) - {"alrnn", "clipped", "clipped-agtf"}
+    if unknown:
+        ap.error(f"unknown --configs {sorted(unknown)}; choose from alrnn, clipped, clipped-agtf")
 
     torch.set_num_threads(args.threads)
     set_num_threads(args.fused_threads)
@@ -187,6 +320,7 @@ def main() -> None:
         ("AL-RNN M=20 P=2 N=3, STF tau=16", lambda k: EagerALRNN(k, 20, 2, 3, seed=0), 16),
         ("clipped shPLRNN M=3 L=100, GTF a=0.1", lambda k: EagerClippedSh(k, 3, 100, seed=0), 0.1),
     ]
+    configs = [c for c, key in zip(configs, ("alrnn", "clipped")) if key in chosen]
     print(f"batch {B}, seq_len {T}, torch.set_num_threads({args.threads}), fused kernel threads "
           f"{args.fused_threads}; per round: eager "
           f"{args.eager_batches} batches, fused {args.batches} batches (after {args.warmup} "
@@ -226,6 +360,8 @@ def main() -> None:
               f"{cps[1] / cps[0]:.1f}x CPU (target >= 10x)")
         print(f"{'':38s} K={K}: fused K / ({K} x eager, extrapolated from the eager run) = "
               f"{sps[3] / sps[0]:.1f}x wall, {cps[3] / cps[0]:.1f}x CPU (target >= 30x)")
+    if "clipped-agtf" in chosen:
+        adaptive_rows(args, data, B, T, K)
 
 
 if __name__ == "__main__":

@@ -117,8 +117,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", required=True)
     ap.add_argument("--eval-every", type=int, default=None, help="default: the config's, else 100")
     ap.add_argument("--eval-steps", type=int, default=10_000)
-    ap.add_argument("--set", nargs="*", default=[], help="TrainConfig overrides KEY=VALUE")
-    ap.add_argument("--hyper", nargs="*", default=[], help="model hyper-parameter overrides KEY=VALUE")
+    ap.add_argument("--set", nargs="*", action="extend", default=[],
+                    help="TrainConfig overrides KEY=VALUE (repeatable)")
+    ap.add_argument("--hyper", nargs="*", action="extend", default=[],
+                    help="model hyper-parameter overrides KEY=VALUE (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--resume", action="store_true")

@@ -6,9 +6,11 @@ The K members' parameters are stacked (``torch.func.stack_module_state``: every 
 leading K dim) and every protocol method runs on all members at once through
 ``torch.func.vmap`` over ``torch.func.functional_call``. Piecewise-linear models go through
 their K-stacked shallow canonical form and the fused forced-rollout kernel
-(:func:`dsrecon.training.fused.forced_rollout`). Each member has its own seed for its
-initialisation, windows and noise, its own adaptive-GTF alpha, loss, best checkpoint and
-gradient clipping, so member k behaves like ``fit(build(..., seed=s_k), data, seed=s_k)``
+(:func:`dsrecon.training.fused.forced_rollout`, one call per batch for all K members: the
+forcing strengths are passed as alpha (K, T), so the members' adaptive-GTF alphas may differ).
+Each member has its own seed for its initialisation, windows and noise, its own adaptive-GTF
+alpha (Hess et al., ICML 2023; kappa from its own Jacobians and windows), loss, best checkpoint
+and gradient clipping, so member k behaves like ``fit(build(..., seed=s_k), data, seed=s_k)``
 (equivalence-tested). Exceptions, documented: one learning rate for all (a roll-back restores
 and slows down the whole ensemble) and one training budget.
 
@@ -115,15 +117,8 @@ class EnsembleEngine:
         flat = x_in[:, :, :T].reshape(K, B * T, N)
         zhat = self._vcall("data_state", flat, flat.new_zeros(K, B * T, M)).reshape(K, B, T, M)
         mask = self.mask.to(x.device)
-        a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)  # (K, T)
-        if bool((a == a[:1]).all()):
-            z = forced_rollout(form, z0, zhat, mask, a[0], impl=self.impl)  # (K, B, T, M)
-        else:  # members with different adaptive alphas: one kernel call each
-            parts = []
-            for k in range(K):
-                fk = {n: (v[k : k + 1] if n in ("a", "W1", "W2", "h1", "h2") else v) for n, v in form.items()}
-                parts.append(forced_rollout(fk, z0[k : k + 1], zhat[k : k + 1], mask, a[k], impl=self.impl))
-            z = torch.cat(parts)
+        a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)  # (K, T): member k follows a[k]
+        z = forced_rollout(form, z0, zhat, mask, a, impl=self.impl)  # (K, B, T, M), one call for all members
         xhat = self._vcall("observe", z.reshape(K, B * T, M)).reshape(K, B, T, N)
         per = torch.mean((xhat - x[:, :, 1:]) ** 2, dim=(1, 2, 3))  # (K,)
         if self.cfg.lambda_reg > 0 and self.has_reg:

@@ -12,13 +12,14 @@ the *shallow canonical form* of :class:`dsrecon.models.base.PiecewiseLinearModel
     clipped: F(z) = a * z + W1 (relu(W2 z + h2) - relu(W2 z)) + h1
 
 (:func:`stack_forms` builds it from the per-model ``shallow_form()`` dicts.) The *forced
-rollout* covers generalised teacher forcing (GTF, Hess et al., ICML 2023: constant alpha),
-sparse teacher forcing (STF, Mikhaeil et al., NeurIPS 2022: alpha = 1 every tau steps, see
-:func:`stf_alpha`) and free running (alpha = 0)::
+rollout* covers generalised teacher forcing (GTF, Hess et al., ICML 2023: constant alpha, or
+one adaptive alpha per ensemble member), sparse teacher forcing (STF, Mikhaeil et al., NeurIPS
+2022: alpha = 1 every tau steps, see :func:`stf_alpha`) and free running (alpha = 0). alpha is
+(T,) (one schedule for all members) or (K, T) (member k follows alpha[k])::
 
     z_prev = z0
     for t in 0..T-1:
-        z_in = z_prev + alpha[t] * force_mask * (zhat[:, :, t] - z_prev)
+        z_in[k] = z_prev[k] + alpha[k, t] * force_mask * (zhat[k, :, t] - z_prev[k])
         z[:, :, t] = F(z_in);  z_prev = z[:, :, t]
 
 It returns the *unforced* predictions z (K, B, T, M) (aligned with x_1..x_T); gradients reach
@@ -28,6 +29,8 @@ z_prev is cut by the formula itself).
 Implementations: :func:`reference_forced_rollout` (plain torch ops, Python loop, autograd; any
 device) and :func:`fused_forced_rollout` (one numba kernel for the whole forward pass and a
 hand-written BPTT kernel for the backward, CPU float32/float64). See :func:`forced_rollout`.
+Forms and schedules are built and validated in :mod:`dsrecon.training.fused_inputs`, the kernels
+live in :mod:`dsrecon.training.fused_kernels`.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import torch
 
 from dsrecon.errors import ConfigError
+from dsrecon.training.fused_inputs import check_form as _check_form
+from dsrecon.training.fused_inputs import check_inputs as _check_inputs
+from dsrecon.training.fused_inputs import gtf_alpha, stack_forms, stf_alpha
 
 try:  # numba is a declared dependency, but keep the library usable without it
     from dsrecon.training import fused_kernels as _K
@@ -51,135 +57,10 @@ __all__ = [
     "shallow_step", "shallow_jacobian", "stack_forms", "stf_alpha", "gtf_alpha", "set_num_threads",
 ]
 
-_KEYS = ("a", "W1", "W2", "h1", "h2")
-
-
 # ------------------------------------------------------------------------------- helpers
 def fused_available() -> bool:
     """Whether the numba kernels can be used (numba importable)."""
     return _K is not None
-
-
-def stack_forms(forms: Sequence[Mapping[str, torch.Tensor]], *, clipped: bool = False) -> dict:
-    """Stack K single-model forms (``model.shallow_form()``: a (M,), W1 (M, L), ...) into one
-    ensemble form (a (K, M), W1 (K, M, L), ...). Differentiable; relu_masks must agree."""
-    if len(forms) == 0:
-        raise ConfigError("stack_forms needs at least one form")
-    mask = forms[0]["relu_mask"]
-    for f in forms[1:]:
-        if f["relu_mask"].shape != mask.shape or not torch.equal(f["relu_mask"], mask):
-            raise ConfigError("stack_forms: all members must share the same relu_mask")
-    out = {key: torch.stack([f[key] for f in forms]) for key in _KEYS}
-    out["relu_mask"] = mask
-    out["clipped"] = bool(clipped)
-    return out
-
-
-def gtf_alpha(T: int, alpha: float, *, dtype: torch.dtype = torch.float64,
-              device: Any = None) -> torch.Tensor:
-    """Constant forcing strength (generalised teacher forcing): (T,) filled with ``alpha``."""
-    if int(T) < 1:
-        raise ConfigError(f"T must be >= 1, got {T}")
-    if not (0.0 <= float(alpha) <= 1.0):
-        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}")
-    return torch.full((int(T),), float(alpha), dtype=dtype, device=device)
-
-
-def stf_alpha(T: int, tau: int, *, dtype: torch.dtype = torch.float64,
-              device: Any = None) -> torch.Tensor:
-    """Sparse teacher forcing every ``tau`` steps: (T,) with 1 at t = 0, tau, 2 tau, ..., else 0.
-
-    Input step t = 0 forces the first state, so the latent state is replaced by the data at
-    z_1, z_{tau+1}, ... of the 1-based convention of Mikhaeil et al. (NeurIPS 2022).
-    """
-    if int(T) < 1:
-        raise ConfigError(f"T must be >= 1, got {T}")
-    if int(tau) < 1:
-        raise ConfigError(f"tau must be >= 1, got {tau}")
-    alpha = torch.zeros(int(T), dtype=dtype, device=device)
-    alpha[:: int(tau)] = 1.0
-    return alpha
-
-
-def _check_form(form: Mapping[str, Any]) -> tuple[dict, torch.Tensor, bool, int, int, int]:
-    """Validate a stacked form; returns (tensors, relu_mask, clipped, K, M, L)."""
-    if not isinstance(form, Mapping):
-        raise ConfigError(f"form must be a mapping with keys {_KEYS + ('relu_mask',)}, "
-                          f"got {type(form).__name__}")
-    missing = [k for k in _KEYS + ("relu_mask",) if k not in form]
-    if missing:
-        raise ConfigError(f"form is missing {missing}; build it with stack_forms("
-                          "[model.shallow_form()], clipped=model.clipped)")
-    t = {k: form[k] for k in _KEYS}
-    for k, v in t.items():
-        if not isinstance(v, torch.Tensor) or not v.is_floating_point():
-            raise ConfigError(f"form[{k!r}] must be a floating-point tensor")
-    a = t["a"]
-    if a.dim() != 2:
-        raise ConfigError(f"form['a'] must be (K, M) (ensemble-stacked), got {tuple(a.shape)}; "
-                          "stack single-model forms with stack_forms([...])")
-    K, M = a.shape
-    if t["W1"].dim() != 3 or t["W1"].shape[:2] != (K, M):
-        raise ConfigError(f"form['W1'] must be (K, M, L) = ({K}, {M}, L), got "
-                          f"{tuple(t['W1'].shape)}")
-    L = t["W1"].shape[2]
-    expect = {"W2": (K, L, M), "h1": (K, M), "h2": (K, L)}
-    for k, shp in expect.items():
-        if tuple(t[k].shape) != shp:
-            raise ConfigError(f"form[{k!r}] must have shape {shp} (K, M, L from a and W1), "
-                              f"got {tuple(t[k].shape)}")
-    if M < 1 or L < 1 or K < 1:
-        raise ConfigError(f"form sizes must be >= 1, got K={K}, M={M}, L={L}")
-    dev = a.device
-    if any(v.dtype != a.dtype or v.device != dev for v in t.values()):
-        raise ConfigError("form tensors must share one dtype and device, got "
-                          f"{[(k, v.dtype, str(v.device)) for k, v in t.items()]}")
-    mask = form["relu_mask"]
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise ConfigError("form['relu_mask'] must be a bool tensor (True: relu, False: identity)")
-    if tuple(mask.shape) != (L,):
-        raise ConfigError(f"form['relu_mask'] must be (L,) = ({L},), got {tuple(mask.shape)}")
-    clipped = form.get("clipped", False)
-    if not isinstance(clipped, bool):
-        raise ConfigError(f"form['clipped'] must be a bool, got {clipped!r}")
-    if clipped and not bool(mask.all()):
-        raise ConfigError("a clipped form needs relu_mask all True (every hidden unit is clipped)")
-    return t, mask, clipped, K, M, L
-
-
-def _check_inputs(form, z0, zhat, force_mask, alpha):
-    """Validate everything before any work; returns (tensors, relu_mask, clipped, c (T, M))."""
-    t, mask, clipped, K, M, L = _check_form(form)
-    ref = t["a"]
-    for name, x in (("z0", z0), ("zhat", zhat)):
-        if not isinstance(x, torch.Tensor) or x.dtype != ref.dtype or x.device != ref.device:
-            raise ConfigError(f"{name} must be a tensor of the form's dtype and device "
-                              f"({ref.dtype}, {ref.device})")
-    if zhat.dim() != 4 or zhat.shape[0] != K or zhat.shape[3] != M or zhat.shape[2] < 1:
-        raise ConfigError(f"zhat must be (K, B, T, M) = ({K}, B, T>=1, {M}), got "
-                          f"{tuple(zhat.shape)}")
-    B, T = zhat.shape[1], zhat.shape[2]
-    if B < 1:
-        raise ConfigError("zhat has an empty batch dimension")
-    if tuple(z0.shape) != (K, B, M):
-        raise ConfigError(f"z0 must be (K, B, M) = ({K}, {B}, {M}) to match zhat, got "
-                          f"{tuple(z0.shape)}")
-    fm = torch.as_tensor(force_mask, device=ref.device)
-    if tuple(fm.shape) != (M,):
-        raise ConfigError(f"force_mask must have shape (M,) = ({M},), got {tuple(fm.shape)}")
-    fm = fm.to(ref.dtype)
-    al = torch.as_tensor(alpha, device=ref.device)
-    if tuple(al.shape) != (T,):
-        raise ConfigError(f"alpha must have shape (T,) = ({T},) (one forcing strength per step; "
-                          f"see gtf_alpha / stf_alpha), got {tuple(al.shape)}")
-    al = al.to(ref.dtype)
-    for name, x in (("alpha", al), ("force_mask", fm)):
-        lo, hi = torch.aminmax(x)
-        if not (float(lo) >= 0.0 and float(hi) <= 1.0):      # False for NaN as well
-            raise ConfigError(f"{name} values must lie in [0, 1], got range "
-                              f"[{float(lo)}, {float(hi)}]")
-    c = (al[:, None] * fm[None, :]).detach()          # (T, M) forcing weight per step and unit
-    return t, mask, clipped, c
 
 
 def _activation(form_t: dict, mask: torch.Tensor, clipped: bool, u: torch.Tensor) -> torch.Tensor:
@@ -232,13 +113,13 @@ def reference_forced_rollout(form: Mapping[str, Any], z0: torch.Tensor, zhat: to
                              force_mask: Any, alpha: Any) -> torch.Tensor:
     """Forced rollout with plain torch ops and a Python loop over t (autograd does BPTT).
 
-    z0 (K, B, M), zhat (K, B, T, M), force_mask (M,), alpha (T,) -> z (K, B, T, M). Any device
-    and dtype; the slow reference of :func:`fused_forced_rollout` and its GPU path.
+    z0 (K, B, M), zhat (K, B, T, M), force_mask (M,), alpha (T,) or (K, T) -> z (K, B, T, M).
+    Any device and dtype; the slow reference of :func:`fused_forced_rollout` and its GPU path.
     """
     t, mask, clipped, c = _check_inputs(form, z0, zhat, force_mask, alpha)
     z, out = z0, []
     for s in range(zhat.shape[2]):
-        z = _step(t, mask, clipped, z + c[s] * (zhat[:, :, s] - z))
+        z = _step(t, mask, clipped, z + c[:, None, s] * (zhat[:, :, s] - z))   # c (K, 1, M)
         out.append(z)
     return torch.stack(out, dim=2)
 
@@ -307,7 +188,10 @@ def _np(x: torch.Tensor):
 
 class _FusedRollout(torch.autograd.Function):
     """Forward: one numba kernel over the whole window; backward: hand-written BPTT kernel
-    (recomputes the forced inputs and pre-activations from z0, zhat and the output)."""
+    (recomputes the forced inputs and pre-activations from z0, zhat and the output).
+
+    c (K, T, M) is the forcing weight alpha[k, t] * force_mask of each member, step and unit.
+    """
 
     @staticmethod
     def forward(ctx, a, W1, W2, h1, h2, z0, zhat, c, mask, clipped, w2_id):
@@ -361,7 +245,9 @@ def _fused_ok(t: dict) -> bool:
 def fused_forced_rollout(form: Mapping[str, Any], z0: torch.Tensor, zhat: torch.Tensor,
                          force_mask: Any, alpha: Any) -> torch.Tensor:
     """Forced rollout with compiled forward and hand-written BPTT (same contract as
-    :func:`reference_forced_rollout`): z0 (K, B, M), zhat (K, B, T, M) -> z (K, B, T, M).
+    :func:`reference_forced_rollout`): z0 (K, B, M), zhat (K, B, T, M), force_mask (M,),
+    alpha (T,) or (K, T) -> z (K, B, T, M). One kernel call serves all K members whatever their
+    schedules (e.g. the per-member alphas of adaptive GTF in an ensemble).
 
     CPU float32/float64 tensors run the numba kernels; CUDA tensors, other dtypes, or a missing
     numba fall back to :func:`reference_forced_rollout` (same results, autograd backward).

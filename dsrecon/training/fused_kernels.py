@@ -8,7 +8,7 @@ The recurrence (shallow canonical form of the PLRNN family, see
 :class:`dsrecon.models.base.PiecewiseLinearModel`; generalised teacher forcing of Hess et al.,
 ICML 2023, sparse teacher forcing of Mikhaeil et al., NeurIPS 2022)::
 
-    zin_t = z_{t-1} + c_t * (zhat_t - z_{t-1})            c_t = alpha_t * force_mask  (M,)
+    zin_t = z_{t-1} + c_t * (zhat_t - z_{t-1})            c_t = alpha_{k,t} * force_mask (M,)
     u_t   = W2 zin_t                                        (L,)
     r_t   = act(u_t + h2)            plain   (relu on relu_mask units, identity elsewhere)
           = relu(u_t + h2) - relu(u_t)   clipped
@@ -144,7 +144,7 @@ def _stage_prev(out, z0, k, b0, nbb, t0, tc, buf):
 
 @numba.njit(**_JIT)
 def _force(zp, zh, c, t, nbb, zin):
-    """zin = z_prev + c_t * (zhat_t - z_prev) on (nbb * M,) slabs."""
+    """zin = z_prev + c[t] * (zhat_t - z_prev) on (nbb * M,) slabs; c (T, M) of one member."""
     uM = np.uint64(c.shape[1])
     for b in range(np.uint64(nbb)):
         for m in range(uM):
@@ -204,11 +204,13 @@ def _forward_block(addr, j, nblk, nb, a, W1T, W2T, h1, h2, relu_mask, clipped, w
                    zhat, out):
     """One block: member k = j // nblk, sequences b0:b0+nbb. See module doc.
 
-    W1T (K, L, M) and W2T (K, M, L) are the transposed weights (plain BLAS products).
+    W1T (K, L, M) and W2T (K, M, L) are the transposed weights (plain BLAS products); c (K, T, M)
+    the forcing weights alpha[k, t] * force_mask of every member.
     """
     K, B, T, M = zhat.shape
     L = W2T.shape[2]
     k = j // nblk
+    ck = c[k]                        # (T, M) forcing weights of member k
     b0 = (j % nblk) * nb
     nbb = min(nb, B - b0)
     unbb, uM = np.uint64(nbb), np.uint64(M)
@@ -233,7 +235,7 @@ def _forward_block(addr, j, nblk, nb, a, W1T, W2T, h1, h2, relu_mask, clipped, w
         if s == 0:
             tc = min(_TC, T - t)
             _stage_in(zhat, k, b0, nbb, t, tc, zh_buf)
-        _force(zp, zh_buf[s * nM:(s + 1) * nM], c, t, nbb, zin)
+        _force(zp, zh_buf[s * nM:(s + 1) * nM], ck, t, nbb, zin)
         _hidden(addr, k, nbb, zin, W2T, h2t, idt, clipped, all_relu, w2_id, v, r, wi, wf)
         _gemm(addr, _N, _N, nbb, M, L, r, 0, L, W1T.reshape(-1), k * L * M, M, 0, zn, 0, M,
               wi, wf)
@@ -255,6 +257,7 @@ def _backward_block(addr, j, nblk, nb, a, W1, W2, W2T, h2, relu_mask, clipped, w
     K, B, T, M = gout.shape
     L = W2.shape[1]
     k = j // nblk
+    ck = c[k]                         # (T, M) forcing weights of member k
     b0 = (j % nblk) * nb
     nbb = min(nb, B - b0)
     unbb, uM = np.uint64(nbb), np.uint64(M)
@@ -294,7 +297,7 @@ def _backward_block(addr, j, nblk, nb, a, W1, W2, W2T, h2, relu_mask, clipped, w
         sM, sL = slice(s * nM, (s + 1) * nM), slice(s * nL, (s + 1) * nL)
         go, g, zin, r, gu = go_buf[sM], Gc[sM], Zc[sM], Rc[sL], GUc[sL]
         # recompute the forward step: zin, v and r
-        _force(zp_buf[sM], zh_buf[sM], c, t, nbb, zin)
+        _force(zp_buf[sM], zh_buf[sM], ck, t, nbb, zin)
         _hidden(addr, k, nbb, zin, W2T, h2t, idt, clipped, all_relu, w2_id, v, r, wi, wf)
         for i in range(nM):
             g[i] = go[i] + carry[i]
@@ -324,7 +327,7 @@ def _backward_block(addr, j, nblk, nb, a, W1, W2, W2T, h2, relu_mask, clipped, w
             for m in range(uM):
                 i = b * uM + m
                 gzv = a[k, m] * g[i] + gz[i]
-                cm = c[t, m]
+                cm = ck[t, m]
                 go[i] = cm * gzv       # dzhat_t, staged in place of gout
                 carry[i] = gzv - cm * gzv
         if s == 0:                    # chunk done: dzhat out, weight gradients of its rows

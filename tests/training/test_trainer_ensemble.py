@@ -136,3 +136,74 @@ def test_ensemble_input_errors():
     b = build("shplrnn", obs_dim=3, latent_dim=3, hidden_dim=5)
     with pytest.raises(ConfigError, match="architecture"):
         fit_ensemble([a, b], cycle(), TrainConfig(**TINY), seeds=[0, 1])
+
+
+# ------------------------------------------------- per-member adaptive GTF (issue 4, DESIGN 3)
+def _diverging_members():
+    """Two clipped shPLRNNs whose adaptive-GTF alphas part at once: member 0 expands (A = 1.6,
+    kappa > 1 so ahat > 0), member 1 contracts (A = 0.4, W1 = 0: kappa < 1 so ahat = 0)."""
+    models = []
+    for s, a in ((3, 1.6), (11, 0.4)):
+        m = build("clipped-shplrnn", obs_dim=3, latent_dim=3, hidden_dim=6, seed=s)
+        with torch.no_grad():
+            m.A.fill_(a)
+            if a < 1:
+                m.W1.zero_()
+        models.append(m)
+    return models
+
+
+def test_agtf_alpha_is_per_member_in_fit_ensemble():
+    """Each member's alpha follows the rule with its own kappa and drives its own rollout.
+
+    decay 0.5 and an update before every optimiser step (3 per epoch): member 1 (ahat = 0) must
+    log alpha = 0.5^3, 0.5^6 (the rule's known answer), member 0 stays far above, and each
+    member equals its own single run. Sharing alphas between members, in the rule or in the
+    rollout, fails this test.
+    """
+    cfg = TrainConfig(**TINY, forcing="agtf", alpha_update_every=1, alpha_decay=0.5)
+    ens = fit_ensemble(_diverging_members(), cycle(), cfg, seeds=[3, 11])
+    alphas = [[r["alpha"] for r in ens.member(k).history] for k in range(2)]
+    assert alphas[1] == pytest.approx([0.5 ** 3, 0.5 ** 6], rel=1e-12)
+    assert min(alphas[0]) > 0.3
+    for k, (s, model) in enumerate(zip([3, 11], _diverging_members())):
+        single = fit(model, cycle(), cfg, seed=s)
+        assert [r["alpha"] for r in single.history] == pytest.approx(alphas[k], rel=1e-6)
+        assert close(ens.models[k], single.model)
+        assert [r["loss"] for r in ens.member(k).history] == pytest.approx(
+            [r["loss"] for r in single.history], rel=1e-4)
+
+
+@pytest.mark.parametrize("fused", ["auto", "off"])
+def test_engine_loss_one_rollout_call_for_member_alphas(fused, monkeypatch):
+    """EnsembleEngine.loss with members' alphas (K, T) that differ: a single forced-rollout call
+    (the fused kernel, or the reference with fused="off") whose per-member losses and gradients
+    equal each member's generic single-model objective (model protocol loop) with its alpha."""
+    import dsrecon.training.fused as fused_mod
+    from dsrecon.training.trainer import batch_loss
+
+    K, B, T = 3, 4, 12
+    models = [build("clipped-shplrnn", obs_dim=3, latent_dim=3, hidden_dim=6, seed=s) for s in range(K)]
+    eng = EnsembleEngine(models, TrainConfig(fused=fused), torch.device("cpu"), torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(K, B, T + 1, 3, generator=g, dtype=torch.float64)
+    x_in = x + 0.01 * torch.randn(x.shape, generator=g, dtype=torch.float64)
+    alpha = np.stack([np.full(T, 0.9), np.full(T, 0.2), np.linspace(0.0, 1.0, T)])  # (K, T)
+    calls = []
+    real = fused_mod.forced_rollout
+
+    def counting(form, z0, zhat, mask, a, **kw):
+        calls.append(tuple(torch.as_tensor(a).shape))
+        return real(form, z0, zhat, mask, a, **kw)
+
+    monkeypatch.setattr(fused_mod, "forced_rollout", counting)
+    loss, per = eng.loss(x, x_in, alpha)
+    loss.backward()
+    assert calls == [(K, T)]
+    for k in range(K):
+        m = models[k].double()
+        ref = batch_loss(m, x[k], x_in[k], alpha[k], mask=None, lambda_reg=eng.cfg.lambda_reg)  # generic loop
+        ref.backward()
+        assert per[k] == pytest.approx(ref.item(), rel=1e-12)
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(eng.params[n].grad[k], p.grad, rtol=1e-9, atol=1e-12)
