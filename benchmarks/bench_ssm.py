@@ -4,8 +4,11 @@
    Reference: ``selective_scan_ref``, a Python loop over t (``unbind`` per step) differentiated
    by autograd. Fast paths, each timed in the same run and divided into the reference:
 
-   * "parallel": the pure-PyTorch blocked log-depth (Blelloch) scan with analytic backward,
-     ``selective_scan(method="parallel")`` - the device-agnostic path (GPU without mamba-ssm);
+   * "blelloch": the previous pure-PyTorch path, blocks of 128 steps each scanned by the
+     log-depth (Blelloch) kernel, ``selective_scan(method="blelloch")``;
+   * "parallel": the pure-PyTorch chunked scan (all chunks of 16 steps advanced together,
+     carries between chunks, analytic backward), ``selective_scan(method="parallel")`` - the
+     device-agnostic path (GPU without mamba-ssm);
    * "numba": the compiled CPU kernel with hand-written backward,
      ``selective_scan(method="numba")`` - what ``method="auto"`` takes for CPU float32/64
      (printed only where numba imports and the device is the CPU).
@@ -78,7 +81,8 @@ def report(label: str, times: dict, ref: str, names: dict[str, str], target: flo
 
 
 def _paths(device: torch.device) -> dict[str, str]:
-    paths = {"sequential": "sequential loop (autograd)", "parallel": "parallel (blocked log-depth scan)"}
+    paths = {"sequential": "sequential loop (autograd)", "blelloch": "blelloch (blocked log-depth scan, old)",
+             "parallel": "parallel (chunked scan, pure PyTorch)"}
     if device.type == "cpu" and cpu_kernel_available():
         paths["numba"] = "numba (compiled CPU kernel)"
     return paths

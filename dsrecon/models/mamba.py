@@ -30,7 +30,7 @@ softplus(bias) is log-uniform in [dt_min, dt_max]; D = 1.
 
 Training windows use the parallel form (:func:`dsrecon.models.scan.selective_scan`, ``scan``
 hyper-parameter; "auto": the mamba-ssm CUDA kernel when installed and on CUDA, the compiled
-numba kernel for float32/float64 CPU tensors, the pure-PyTorch log-depth scan otherwise).
+numba kernel for float32/float64 CPU tensors, the pure-PyTorch chunked scan otherwise).
 Generation and the protocol's ``step`` use the recurrent form with the convolution buffer and
 SSM state. The protocol state folds all of it into z::
 
@@ -152,7 +152,7 @@ class Mamba(SequenceModel):
         1e-2..0.5 gave clearly better attractors than 1e-3..1e-1 in short trials).
     predict_increment : bool
         Output x_t + decoder(.) (default True) instead of decoder(.).
-    scan : {"auto", "parallel", "sequential", "numba", "cuda"}
+    scan : {"auto", "parallel", "blelloch", "sequential", "numba", "cuda"}
         Selective-scan implementation for windows (see :func:`dsrecon.models.scan.selective_scan`).
     """
 

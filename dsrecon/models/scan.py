@@ -32,33 +32,26 @@ they agree in value *and* gradient, in float64, for lengths that are not powers 
        y_t = <C_t, h_t>_S + D u_t                              y_t: (B, ED)
 
    * :func:`selective_scan_ref` - the reference: explicit loop over t (autograd).
-   * :func:`selective_scan` - method "parallel": a fused :class:`torch.autograd.Function`:
-     time is cut into blocks of ``chunk_size`` steps, each block is scanned with the log-depth
-     kernel and its end state carried to the next; backward recomputes each block's states
-     from the saved block-start states (as the CUDA kernel of mamba-ssm does) and runs the
-     reverse (adjoint) scan block by block. With ``chunk_size >= T`` (the default on CUDA) it
-     is one log-depth scan; on CPU blocks of 128 steps keep the working set in cache.
-     Gradients for u, Delta, A, B, C, D and h0 are analytic.
-   * method "numba": the recurrence step by step, compiled (:mod:`dsrecon.models.scan_cpu`),
-     with a hand-written adjoint backward from per-slab checkpoints. On CPU it is 3-4x faster
-     than "parallel", which does O(T) work too but in ~35 passes over (B, l, S, ED) tensors.
-   * method "cuda": ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` (the fused CUDA
-     kernel of Gu & Dao) when the package imports, the tensors are on CUDA and no initial state
-     is given. The CUDA branch cannot be exercised on a CPU-only machine; it is a thin layout
-     adapter (B, T, ED) <-> (B, ED, T).
+   * :func:`selective_scan` with ``method=``:
 
-   Which path ``method="auto"`` takes:
+     - "parallel": the pure-PyTorch chunked scan (:mod:`dsrecon.models.scan_chunked`): all
+       chunks of c steps advanced together, carries between chunks, a fix-up; analytic
+       backward from chunk-start checkpoints. Device-agnostic; the CUDA path without mamba-ssm.
+     - "blelloch": the previous pure-PyTorch path, kept for comparison: blocks of
+       ``chunk_size`` steps, each scanned by the log-depth kernel above (:class:`_SelectiveScan`).
+     - "numba": the recurrence compiled for the CPU (:mod:`dsrecon.models.scan_cpu`).
+     - "cuda": ``mamba_ssm``'s fused kernel (tensors on CUDA, no initial state); a thin layout
+       adapter (B, T, ED) <-> (B, ED, T) that cannot be exercised on a CPU-only machine.
+     - "sequential": :func:`selective_scan_ref`.
 
-   * CUDA, ``mamba-ssm`` importable, ``h0`` None  -> "cuda" (fused CUDA kernel);
-   * CUDA otherwise                                -> "parallel" (one scan over the window);
-   * CPU, float32/float64, all inputs one dtype    -> "numba" (compiled CPU kernel);
-   * anything else (CPU half/bfloat16, mixed       -> "parallel" (128-step blocks on CPU,
-     dtypes, other devices such as MPS)               whole window elsewhere).
+   ``method="auto"``: CUDA with mamba-ssm and no h0 -> "cuda"; CPU float32/float64 of one dtype
+   with numba -> "numba"; anything else (CUDA without mamba-ssm, MPS, CPU half/bfloat16, mixed
+   dtypes) -> "parallel". "parallel" computes half/bfloat16 in float32 (as mamba-ssm keeps its
+   states in float32) and mixed dtypes in their promoted dtype.
 
-   Blocks of "parallel" on CPU: scanning all blocks of c ~ sqrt(T) steps at once (one
-   (B, T/c, c, S, ED) tensor, Blelloch inside, a short scan of the carries, one fix-up) does
-   far fewer Python-level ops but streams 16 MB tensors out of cache: its forward took 38-43 ms
-   against 22 ms for 128-step blocks (B=8, T=2048, ED=S=16, one core).
+Speed (``benchmarks/bench_ssm.py``, B=8, T=2048, ED=S=16, float32, forward + backward, one
+thread): see the module docstring of :mod:`dsrecon.models.scan_chunked` for the figures and
+for the alternatives measured.
 
 References
 ----------
@@ -77,13 +70,14 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from dsrecon.errors import ConfigError
+from dsrecon.models import scan_chunked
 
 try:  # the fused CUDA kernel of Gu & Dao; optional, never required
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan
 except Exception:  # noqa: BLE001 - any import failure (missing package, CUDA/ABI mismatch) = absent
     _cuda_selective_scan = None
 
-SCAN_METHODS = ("auto", "parallel", "sequential", "numba", "cuda")
+SCAN_METHODS = ("auto", "parallel", "blelloch", "sequential", "numba", "cuda")
 
 
 # ----------------------------------------------------------------------------- log-depth kernel
@@ -98,19 +92,13 @@ def _blelloch_(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch
     T = a.shape[1]
 
     def pair(start: int, stride: int, offset: int) -> tuple[slice, slice] | None:
-        # forward: targets p = start, start+stride, ... < T; sources p - offset
-        # reverse: mirror images q = T-1-p; sources q + offset
+        # targets p = start, start+stride, ... < T with sources p - offset (reverse: mirrored)
         n = 0 if start >= T else (T - 1 - start) // stride + 1
         if n == 0:
             return None
-        if not reverse:
-            return slice(start, start + (n - 1) * stride + 1, stride), slice(
-                start - offset, start - offset + (n - 1) * stride + 1, stride
-            )
-        lo = T - 1 - (start + (n - 1) * stride)
-        return slice(lo, lo + (n - 1) * stride + 1, stride), slice(
-            lo + offset, lo + offset + (n - 1) * stride + 1, stride
-        )
+        lo = T - 1 - (start + (n - 1) * stride) if reverse else start
+        src = lo + offset if reverse else lo - offset
+        return slice(lo, lo + (n - 1) * stride + 1, stride), slice(src, src + (n - 1) * stride + 1, stride)
 
     s = 1
     while s < T:  # up-sweep: combine blocks of length s into blocks of length 2s
@@ -202,7 +190,11 @@ def selective_scan_ref(u, delta, A, Bm, C, D=None, h0=None):
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """Blocked log-depth selective scan with analytic backward (see module docstring).
+    """Method "blelloch": blocked log-depth selective scan with analytic backward.
+
+    Time is cut into blocks of ``chunk`` steps, each scanned by :func:`_blelloch_` and its end
+    state carried to the next; the backward recomputes each block from its saved start state
+    and runs the reverse (adjoint) scan block by block.
 
     Internally the state is laid out (B, l, S, ED): ED, the widest dimension, is innermost, so
     every broadcast product and reduction runs over contiguous vectors of length ED.
@@ -309,14 +301,14 @@ def cpu_kernel_available() -> bool:
 
 
 def resolve_method(method: str, *tensors: torch.Tensor, h0: torch.Tensor | None = None) -> str:
-    """The concrete path ("cuda", "numba", "parallel" or "sequential") ``method`` takes here.
+    """The concrete path ("cuda", "numba", "parallel", "blelloch" or "sequential") ``method`` takes here.
 
     ``tensors``: the inputs u, delta, A, Bm, C (and D if given); see the module docstring.
     Raises ConfigError when an explicit method cannot run on these inputs.
     """
     if method not in SCAN_METHODS:
         raise ConfigError(f"unknown scan method {method!r}; use one of {', '.join(SCAN_METHODS)}")
-    if method in ("parallel", "sequential"):
+    if method in ("parallel", "blelloch", "sequential"):
         return method
     use_cuda = _cuda_selective_scan is not None and tensors[0].is_cuda and h0 is None
     kern = _cpu_kernel() if method in ("numba", "auto") else None
@@ -350,12 +342,14 @@ def selective_scan(u, delta, A, Bm, C, D=None, h0=None, *, method: str = "auto",
         Skip connection.
     h0 : (B, ED, S), optional
         Initial SSM state (zeros by default).
-    method : {"auto", "parallel", "sequential", "numba", "cuda"}
+    method : {"auto", "parallel", "blelloch", "sequential", "numba", "cuda"}
         See the module docstring ("auto": cuda if possible, else numba on CPU float32/64, else
         parallel; :func:`resolve_method` says which).
     chunk_size : int, optional
-        Block length. "parallel": default T on CUDA, 128 on CPU. "numba": the slab length,
-        default about 2**18 / (B * ED * S) steps (:func:`dsrecon.models.scan_cpu.default_slab`).
+        "parallel": the chunk length c (default 16 on CPU, 32 elsewhere; at most T; the block
+        length follows, :func:`dsrecon.models.scan_chunked.default_block`). "blelloch": the
+        block length (default T on CUDA, 128 on CPU). "numba": the slab length (default about
+        2**18 / (B * ED * S) steps, :func:`dsrecon.models.scan_cpu.default_slab`).
 
     Returns
     -------
@@ -381,6 +375,9 @@ def selective_scan(u, delta, A, Bm, C, D=None, h0=None, *, method: str = "auto",
         return y.transpose(1, 2), h_last  # (B, T, ED), (B, ED, S)
     Bsz, T, ED = u.shape
     S = A.shape[1]
+    if path == "parallel":
+        y, h_last = scan_chunked.chunked_selective_scan(u, delta, A, Bm, C, h0, chunk_size)
+        return (y if D is None else y + D * u), h_last
     if h0 is None:
         h0 = u.new_zeros(Bsz, ED, S)
     if path == "numba":

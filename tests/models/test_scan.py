@@ -63,9 +63,10 @@ def _selective_inputs(B, T, ED, S, dtype=F64):
 
 @pytest.mark.parametrize("T", [1, 5, 17, 64])
 @pytest.mark.parametrize("chunk", [1, 3, 7, None])
-def test_selective_scan_parallel_equals_reference(T, chunk):
+@pytest.mark.parametrize("method", ["parallel", "blelloch"])
+def test_selective_scan_parallel_equals_reference(T, chunk, method):
     ins = _selective_inputs(2, T, 3, 4)
-    y1, h1 = selective_scan(*ins, method="parallel", chunk_size=chunk)
+    y1, h1 = selective_scan(*ins, method=method, chunk_size=chunk)
     y2, h2 = selective_scan_ref(*ins)
     torch.testing.assert_close(y1, y2, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(h1, h2, rtol=1e-12, atol=1e-12)
@@ -79,14 +80,15 @@ def test_selective_scan_parallel_equals_reference(T, chunk):
 def test_selective_scan_without_optional_inputs_and_float32():
     u, delta, A, Bm, C, _, _ = _selective_inputs(2, 40, 3, 4)
     y64, _ = selective_scan_ref(u, delta, A, Bm, C)
-    y32, _ = selective_scan(*(t.float() for t in (u, delta, A, Bm, C)), method="parallel", chunk_size=16)
-    assert y32.dtype == torch.float32
-    torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
+    for method in ("parallel", "blelloch"):
+        y32, _ = selective_scan(*(t.float() for t in (u, delta, A, Bm, C)), method=method, chunk_size=16)
+        assert y32.dtype == torch.float32
+        torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
     y_seq, _ = selective_scan(u, delta, A, Bm, C, method="sequential")
     torch.testing.assert_close(y_seq, y64)
 
 
-@pytest.mark.parametrize("method", ["parallel", "numba", "sequential"])
+@pytest.mark.parametrize("method", ["parallel", "blelloch", "numba", "sequential"])
 def test_selective_scan_recurrence_known_answer(method):
     """One channel, one state, constant inputs: h_t = e^{dA} h + dt u b, y = c h + D u."""
     if method == "numba" and not cpu_kernel_available():
@@ -120,6 +122,8 @@ def test_bad_inputs():
         selective_scan(u, delta, A, Bm, C, method="magic")
     with pytest.raises(ConfigError):
         selective_scan(u, delta, A, Bm, C, method="parallel", chunk_size=0)
+    with pytest.raises(ConfigError):
+        selective_scan(u, delta, A, Bm, C, method="blelloch", chunk_size=0)
     with pytest.raises(ConfigError):
         selective_scan(u, delta, A, Bm, C, method="numba", chunk_size=0)
     with pytest.raises(ConfigError, match="at least one time step"):
@@ -199,6 +203,7 @@ def test_auto_method_resolution():
     assert resolve_method("auto", *(t.bfloat16() for t in ins)) == "parallel"
     assert resolve_method("auto", u.float(), *ins[1:]) == "parallel"  # mixed dtypes
     assert resolve_method("parallel", *ins) == "parallel"
+    assert resolve_method("blelloch", *ins) == "blelloch"
     with pytest.raises(ConfigError, match="numba"):
         resolve_method("numba", *(t.bfloat16() for t in ins))
     with pytest.raises(ConfigError, match="one dtype"):
