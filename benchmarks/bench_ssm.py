@@ -9,6 +9,8 @@
    * "parallel": the pure-PyTorch chunked scan (all chunks of 16 steps advanced together,
      carries between chunks, analytic backward), ``selective_scan(method="parallel")`` - the
      device-agnostic path (GPU without mamba-ssm);
+   * "closed": the closed-form chunked scan (time innermost, in-chunk sums as triangular
+     GEMMs, exactness guard), ``selective_scan(method="closed")``;
    * "numba": the compiled CPU kernel with hand-written backward,
      ``selective_scan(method="numba")`` - what ``method="auto"`` takes for CPU float32/64
      (printed only where numba imports and the device is the CPU).
@@ -82,7 +84,8 @@ def report(label: str, times: dict, ref: str, names: dict[str, str], target: flo
 
 def _paths(device: torch.device) -> dict[str, str]:
     paths = {"sequential": "sequential loop (autograd)", "blelloch": "blelloch (blocked log-depth scan, old)",
-             "parallel": "parallel (chunked scan, pure PyTorch)"}
+             "parallel": "parallel (chunked scan, pure PyTorch)",
+             "closed": "closed (closed-form chunks, pure PyTorch)"}
     if device.type == "cpu" and cpu_kernel_available():
         paths["numba"] = "numba (compiled CPU kernel)"
     return paths
