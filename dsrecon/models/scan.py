@@ -37,6 +37,8 @@ they agree in value *and* gradient, in float64, for lengths that are not powers 
      - "parallel": the pure-PyTorch chunked scan (:mod:`dsrecon.models.scan_chunked`): all
        chunks of c steps advanced together, carries between chunks, a fix-up; analytic
        backward from chunk-start checkpoints. Device-agnostic; the CUDA path without mamba-ssm.
+     - "closed": closed-form chunks, time innermost, guarded (:mod:`dsrecon.models.scan_cumsum`);
+       1.3-1.5x slower than "parallel" on this CPU, untimed on a GPU.
      - "blelloch": the previous pure-PyTorch path, kept for comparison: blocks of
        ``chunk_size`` steps, each scanned by the log-depth kernel above (:class:`_SelectiveScan`).
      - "numba": the recurrence compiled for the CPU (:mod:`dsrecon.models.scan_cpu`).
@@ -70,14 +72,14 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from dsrecon.errors import ConfigError
-from dsrecon.models import scan_chunked
+from dsrecon.models import scan_chunked, scan_cumsum
 
 try:  # the fused CUDA kernel of Gu & Dao; optional, never required
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan
 except Exception:  # noqa: BLE001 - any import failure (missing package, CUDA/ABI mismatch) = absent
     _cuda_selective_scan = None
 
-SCAN_METHODS = ("auto", "parallel", "blelloch", "sequential", "numba", "cuda")
+SCAN_METHODS = ("auto", "parallel", "closed", "blelloch", "sequential", "numba", "cuda")
 
 
 # ----------------------------------------------------------------------------- log-depth kernel
@@ -301,14 +303,14 @@ def cpu_kernel_available() -> bool:
 
 
 def resolve_method(method: str, *tensors: torch.Tensor, h0: torch.Tensor | None = None) -> str:
-    """The concrete path ("cuda", "numba", "parallel", "blelloch" or "sequential") ``method`` takes here.
+    """The concrete path ("cuda", "numba", "parallel", "closed", "blelloch" or "sequential") ``method`` takes here.
 
     ``tensors``: the inputs u, delta, A, Bm, C (and D if given); see the module docstring.
     Raises ConfigError when an explicit method cannot run on these inputs.
     """
     if method not in SCAN_METHODS:
         raise ConfigError(f"unknown scan method {method!r}; use one of {', '.join(SCAN_METHODS)}")
-    if method in ("parallel", "blelloch", "sequential"):
+    if method in ("parallel", "closed", "blelloch", "sequential"):
         return method
     use_cuda = _cuda_selective_scan is not None and tensors[0].is_cuda and h0 is None
     kern = _cpu_kernel() if method in ("numba", "auto") else None
@@ -342,13 +344,14 @@ def selective_scan(u, delta, A, Bm, C, D=None, h0=None, *, method: str = "auto",
         Skip connection.
     h0 : (B, ED, S), optional
         Initial SSM state (zeros by default).
-    method : {"auto", "parallel", "blelloch", "sequential", "numba", "cuda"}
+    method : {"auto", "parallel", "closed", "blelloch", "sequential", "numba", "cuda"}
         See the module docstring ("auto": cuda if possible, else numba on CPU float32/64, else
         parallel; :func:`resolve_method` says which).
     chunk_size : int, optional
         "parallel": the chunk length c (default 16 on CPU, 32 elsewhere; at most T; the block
         length follows, :func:`dsrecon.models.scan_chunked.default_block`). "blelloch": the
-        block length (default T on CUDA, 128 on CPU). "numba": the slab length (default about
+        block length (default T on CUDA, 128 on CPU). "closed": the chunk length (default
+        16). "numba": the slab length (default about
         2**18 / (B * ED * S) steps, :func:`dsrecon.models.scan_cpu.default_slab`).
 
     Returns
@@ -375,8 +378,9 @@ def selective_scan(u, delta, A, Bm, C, D=None, h0=None, *, method: str = "auto",
         return y.transpose(1, 2), h_last  # (B, T, ED), (B, ED, S)
     Bsz, T, ED = u.shape
     S = A.shape[1]
-    if path == "parallel":
-        y, h_last = scan_chunked.chunked_selective_scan(u, delta, A, Bm, C, h0, chunk_size)
+    if path in ("parallel", "closed"):
+        fn = scan_chunked.chunked_selective_scan if path == "parallel" else scan_cumsum.closed_form_selective_scan
+        y, h_last = fn(u, delta, A, Bm, C, h0, chunk_size)
         return (y if D is None else y + D * u), h_last
     if h0 is None:
         h0 = u.new_zeros(Bsz, ED, S)
