@@ -186,8 +186,17 @@ KAPPA_CHUNK = 512
 
 @torch.no_grad()
 def spectral_norms(jacobian: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """||J(z_i)||_2 for states z (..., S, M) -> (..., S) float64, in chunks of states."""
-    parts = [torch.linalg.matrix_norm(jacobian(c).double(), ord=2) for c in z.split(KAPPA_CHUNK, dim=-2)]
+    """||J(z_i)||_2 for states z (..., S, M) -> (..., S) float64, in chunks of states.
+
+    The largest singular value is taken as sqrt(lambda_max(J^T J)) with a symmetric eigensolver in
+    float64 (about 2x faster than the SVD behind ``matrix_norm(ord=2)`` for small M; the relative
+    error of sigma_max stays at float64 rounding level, see the test against ``matrix_norm``).
+    """
+    parts = []
+    for c in z.split(KAPPA_CHUNK, dim=-2):
+        J = jacobian(c).double()  # (..., s, M, M)
+        gram = J.transpose(-1, -2) @ J
+        parts.append(torch.linalg.eigvalsh(gram)[..., -1].clamp_min(0.0).sqrt())
     return torch.cat(parts, dim=-1)
 
 

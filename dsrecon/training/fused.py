@@ -104,7 +104,9 @@ def shallow_jacobian(form: Mapping[str, Any], z: torch.Tensor) -> torch.Tensor:
         d = (v > 0).to(z.dtype) - (u > 0).to(z.dtype)
     else:
         d = torch.where(mask, (v > 0).to(z.dtype), torch.ones_like(v))
-    J = torch.einsum("kml,kbl,kln->kbmn", t["W1"], d, t["W2"])              # (K, B, M, M)
+    # J = sum_l d_l W1[:, l] W2[l, :]: one batched product of d with the L outer products
+    outer = (t["W1"].transpose(1, 2)[..., :, None] * t["W2"][..., None, :]).reshape(K, -1, M * M)  # (K, L, M*M)
+    J = torch.bmm(d, outer).reshape(K, -1, M, M)                           # (K, B, M, M)
     return J + torch.diag_embed(t["a"])[:, None]
 
 

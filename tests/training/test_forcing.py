@@ -196,3 +196,23 @@ def test_fused_rollout_equals_generic_rollout(name, hyper, obs, alpha):
             assert (a1 is None or not a1.any()) and (a2 is None or not a2.any())
         else:
             assert torch.allclose(a1, a2, atol=1e-9)
+
+
+def test_spectral_norms_equal_svd_norm():
+    """sqrt(lambda_max(J^T J)) equals matrix_norm(ord=2), including rank-deficient and zero J."""
+    from dsrecon.training.forcing import spectral_norms
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(5, 7, 4, generator=g, dtype=torch.float64)
+    mats = torch.randn(5, 7, 4, 4, generator=g, dtype=torch.float64) * torch.logspace(-3, 3, 7, dtype=torch.float64)[None, :, None, None]
+    mats[0, 0] = 0.0
+    mats[0, 1] = torch.outer(torch.arange(1.0, 5.0, dtype=torch.float64), torch.ones(4, dtype=torch.float64))
+    lookup = {tuple(zz.tolist()): m for zz, m in zip(z.reshape(-1, 4), mats.reshape(-1, 4, 4))}
+
+    def jac(c):
+        return torch.stack([lookup[tuple(v.tolist())] for v in c.reshape(-1, 4)]).reshape(*c.shape[:-1], 4, 4)
+
+    got = spectral_norms(jac, z)
+    want = torch.linalg.matrix_norm(mats, ord=2)
+    assert got.shape == (5, 7)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
