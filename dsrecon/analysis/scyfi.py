@@ -17,10 +17,13 @@ training", NeurIPS 2023; extending the fixed-point heuristic of Durstewitz 2017,
    ``inner`` iterations without success. The search stops after ``outer`` consecutive fresh
    starts that found nothing new (the counter is reset by every discovery, as in the reference).
 
-Our implementation runs C chains at once (one batched LAPACK solve per iteration), draws fresh
-itineraries from a pool of regions seen along trajectories of the model and at random points
-(plus uniformly random patterns), reduces cycles found at order k whose minimal period is a
-divisor of k to that lower order, de-duplicates and canonicalises them
+Two implementations (``impl``): the compiled search of :mod:`.scyfi_kernel` (default for every
+model with a shallow form: the PLRNN family and the AL-RNN), which runs the chains one after the
+other with no Python in the loop, and the NumPy reference here, which runs C chains in lock-step
+(one batched LAPACK solve per round) and works for any :class:`.pwl_view.PWLView`. Both draw
+fresh itineraries from a pool of regions seen along trajectories of the model and at random
+points (plus uniformly random patterns), reduce cycles found at order k whose minimal period is
+a divisor of k to that lower order, de-duplicate and canonicalise them
 (:mod:`dsrecon.analysis.cycles`). It is an independent implementation written from the paper and
 the reference's documented behaviour (DurstewitzLab/SCYFI), not a port. Three extensions of ours,
 all switched off by ``neighbours=False`` except the first:
@@ -45,23 +48,38 @@ from collections import deque
 
 import numpy as np
 
-from dsrecon.analysis.cycles import DEFAULT_TOL, Cycle, CycleSet, sort_cycles
+from dsrecon.analysis import scyfi_kernel
+from dsrecon.analysis.cycles import (
+    DEFAULT_TOL,
+    Cycle,
+    CycleSet,
+    canonical_rotation,
+    classify,
+    sort_cycles,
+    sort_eigenvalues,
+)
 from dsrecon.analysis.enumeration import BOUNDARY_TOL, check_candidates
 from dsrecon.analysis.pwl_view import PWLView
 from dsrecon.errors import ConfigError
 
+#: implementations of the search: compiled kernel, NumPy reference, or the kernel where it applies
+IMPLS = ("auto", "numba", "numpy")
 
 def default_iterations(order: int) -> tuple[int, int]:
     """(outer, inner) defaults for order k.
 
     ``inner`` follows the reference's schedule (20 for k < 3, 60 for k < 6, 300 for k < 8, 1080
-    for k < 20, else 1115). ``outer`` counts restarts of *any* chain without a discovery, so it is
-    larger than the reference's per-restart count (10 / 40 / 100) by the typical number of
-    chains that restart per round.
+    for k < 20, else 1115). ``outer`` counts fresh chain starts (random itineraries and neighbour
+    seeds) without a discovery; the reference restarts 10 / 40 / 100 times, each restart running
+    up to ``inner`` evaluations. Ours: 800 for fixed points (about 1100 evaluations after the last
+    discovery), 1000 for k < 8, 2000 for k < 30, else 4000. On random PLRNNs (the family of
+    ``benchmarks/bench_analysis.py --budget-study``) the fixed-point budget finds the complete set
+    for 98 % of 100 models with M = 12, 98 % with M = 14 and 30 of 30 with M = 16 (1000: 99 %,
+    98 %, 30; 600: 96 %, 94 %, 29).
     """
     k = int(order)
     inner = 20 if k < 3 else 60 if k < 6 else 300 if k < 8 else 1080 if k < 20 else 1115
-    outer = 1000 if k < 8 else 2000 if k < 30 else 4000
+    outer = 800 if k == 1 else 1000 if k < 8 else 2000 if k < 30 else 4000
     return outer, inner
 
 
@@ -99,16 +117,25 @@ class RegionPool:
         *,
         n_trajectories: int = 16,
         n_steps: int = 200,
-        n_random: int = 2048,
+        n_random: int = 512,
         z0: np.ndarray | None = None,
+        impl: str = "auto",
     ) -> "RegionPool":
         """Simulate trajectories from ``z0`` (B, M) if given plus ``n_trajectories`` N(0, 1) states,
-        and sample ``n_random`` random points N(mean, s^2), s = spread of the trajectories (>= 1)."""
+        and sample ``n_random`` random points N(mean, s^2), s = spread of the trajectories (>= 1).
+
+        ``impl``: "numba" (compiled simulation and patterns, :mod:`.scyfi_kernel`), "numpy", or
+        "auto" (numba when the view has a shallow form). Both give the same pool (up to rounding
+        in the spread, which moves the random points by ~1e-16)."""
+        use_kernel = _use_kernel(view, impl)
         M = view.M
         z = rng.standard_normal((n_trajectories, M))
         if z0 is not None:
             z = np.concatenate([np.asarray(z0, dtype=np.float64).reshape(-1, M), z], axis=0)
         n = z.shape[0]
+        if use_kernel:  # the same pool, compiled (random points drawn after the trajectories, as below)
+            bits_traj, valid_len, pool = scyfi_kernel.build_pool(view, z, n_steps, rng.standard_normal((n_random, M)))
+            return cls(bits_traj, valid_len, pool)
         traj = np.empty((n, n_steps, M))
         alive = np.ones(n, dtype=bool)
         valid_len = np.full(n, n_steps)
@@ -122,9 +149,7 @@ class RegionPool:
                 traj[:, t] = z
                 z = view.step(z)
         flat = np.concatenate([traj[i, : valid_len[i]] for i in range(n)], axis=0)
-        spread = float(np.std(flat)) if flat.size else 1.0
-        spread = max(1.0, spread if np.isfinite(spread) else 1.0)
-        center = flat.mean(axis=0) if flat.size else np.zeros(M)
+        center, spread = _spread(flat, M)
         rand_pts = center + spread * rng.standard_normal((n_random, M))
         bits_traj = view.bits(traj.reshape(n * n_steps, M)).reshape(n, n_steps, -1)
         seen = view.bits(np.concatenate([flat, rand_pts], axis=0))
@@ -145,6 +170,25 @@ class RegionPool:
             win = starts[:, None] + np.arange(k)[None]
             out[use_traj] = self.traj_bits[ti[:, None], win]
         return out
+
+
+def _spread(flat: np.ndarray, M: int) -> tuple[np.ndarray, float]:
+    """Centre (M,) and spread (>= 1) of the valid trajectory states flat (n, M)."""
+    spread = float(np.std(flat)) if flat.size else 1.0
+    spread = max(1.0, spread if np.isfinite(spread) else 1.0)
+    return (flat.mean(axis=0) if flat.size else np.zeros(M)), spread
+
+
+def _use_kernel(view: PWLView, impl: str) -> bool:
+    """Resolve ``impl`` ("auto" | "numba" | "numpy") for a view."""
+    if impl not in IMPLS:
+        raise ConfigError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "numba" and not scyfi_kernel.supports(view):
+        raise ConfigError(
+            f"impl='numba' needs numba and a view with a shallow form (got {type(view).__name__}); "
+            "use impl='numpy' (or 'auto') for models that only implement region_code / affine_piece"
+        )
+    return impl == "numba" or (impl == "auto" and scyfi_kernel.supports(view))
 
 
 class _Frontier:
@@ -232,6 +276,8 @@ def scyfi(
     seed: int | None = None,
     tol: float = DEFAULT_TOL,
     btol: float = BOUNDARY_TOL,
+    impl: str = "auto",
+    stats: dict | None = None,
 ) -> list[Cycle]:
     """Search the cycles of order ``order`` of a PWL map with SCYFI (see module docstring).
 
@@ -247,9 +293,10 @@ def scyfi(
     pool : RegionPool, optional
         Built from the model by default.
     n_chains : int
-        C, chains iterated in parallel.
+        C, chains iterated in lock-step by the NumPy implementation (one batched solve per
+        round). The compiled kernel runs chains one after the other and ignores it.
     outer, inner : int, optional
-        Stop after ``outer`` consecutive chain restarts without a new cycle; restart a chain
+        Stop after ``outer`` consecutive fresh chain starts without a new cycle; restart a chain
         after ``inner`` iterations. Defaults: :func:`default_iterations`.
     max_evaluations : int
         Hard cap on the number of candidate itineraries solved.
@@ -257,6 +304,13 @@ def scyfi(
         After each discovery, try the itineraries one bit flip away first (see module docstring).
     seed : int, optional
         Seeds the random itineraries.
+    impl : {"auto", "numba", "numpy"}
+        "numba": the compiled search of :mod:`.scyfi_kernel` (needs a shallow-form view, i.e.
+        every model of the PLRNN family and the AL-RNN); "numpy": the batched NumPy reference
+        (any view); "auto": numba where it applies.
+    stats : dict, optional
+        Filled with the search's statistics: impl, n_evaluations, n_fresh_starts; the kernel
+        adds max_gap, stop, n_draws, n_direct_solves (:func:`.scyfi_kernel.search`).
 
     Returns
     -------
@@ -270,10 +324,80 @@ def scyfi(
     inner = d_inner if inner is None else int(inner)
     if outer < 1 or inner < 1 or int(n_chains) < 1:
         raise ConfigError(f"outer, inner and n_chains must be >= 1, got {outer}, {inner}, {n_chains}")
+    use_kernel = _use_kernel(view, impl)
     rng = np.random.default_rng(seed)
     found = found if found is not None else CycleSet(tol)
-    pool = pool if pool is not None else RegionPool.from_model(view, rng)
-    C, S = int(n_chains), view.n_bits
+    pool = pool if pool is not None else RegionPool.from_model(view, rng, impl="numba" if use_kernel else "numpy")
+    stats = stats if stats is not None else {}
+    if use_kernel:
+        S = view.n_bits
+        seeds = []
+        if neighbours:  # lower-order cycles seed their repeated itineraries and neighbours
+            for p in range(1, k):
+                if k % p == 0:
+                    for cyc in found.items(p):
+                        rep = np.tile(view.bits(cyc.points), (k // p, 1)).reshape(1, k * S)
+                        flips = np.repeat(rep, k * S + 1, axis=0)
+                        flips[np.arange(1, k * S + 1), np.arange(k * S)] ^= True
+                        seeds.append(flips)
+        queue0 = np.concatenate(seeds, axis=0) if seeds else np.zeros((0, k * S), dtype=bool)
+        known = [c.points for p in range(1, k + 1) if k % p == 0 for c in found.items(p)]
+        new, st = scyfi_kernel.search(view, k, pool, known, queue0, outer=outer, inner=inner,
+                                      max_evaluations=max_evaluations, neighbours=neighbours,
+                                      seed=int(rng.integers(0, 2**63)), tol=tol, btol=btol)
+        add_cycles(view, new, found, tol=tol)
+        stats.update(st, impl="numba")
+        return sort_cycles(found.items(k))
+    return _scyfi_numpy(view, k, found, pool, rng, int(n_chains), outer, inner, max_evaluations, neighbours,
+                        tol, btol, stats)
+
+
+def add_cycles(view: PWLView, new: list[tuple[np.ndarray, np.ndarray]], found: CycleSet, *, tol: float) -> int:
+    """Add verified cycles [(points (k, M), patterns (k, S))] of minimal period k (as the kernel
+    returns them) to ``found``; returns how many were new.
+
+    The batched form of :func:`dsrecon.analysis.enumeration.add_cycle` (same canonical rotation,
+    eigenvalues of the k-step Jacobian product, stability, residual and region codes), with one
+    ``pieces`` / ``step`` / ``region_code`` / ``eigvals`` call for all cycles instead of one per
+    cycle. Cycles already in ``found`` are skipped.
+    """
+    cyc = []
+    for pts, bits in new:
+        if pts.shape[0] == 1:  # a fixed point: nothing to rotate
+            cyc.append((pts, bits))
+            continue
+        rot = canonical_rotation(pts)
+        start = int(np.argmin(np.abs(pts - rot[0]).max(axis=1)))
+        cyc.append((rot, np.roll(bits, -start, axis=0)))
+    if not cyc:
+        return 0
+    allpts = np.concatenate([r for r, _ in cyc], axis=0)
+    W, _ = view.pieces(np.concatenate([b for _, b in cyc], axis=0))  # (sum k, M, M)
+    nxt, codes = view.step(allpts), view.region_code(allpts)
+    J, i = [], 0
+    for rot, _ in cyc:
+        P = W[i]
+        for j in range(1, rot.shape[0]):
+            P = W[i + j] @ P
+        J.append(P)
+        i += rot.shape[0]
+    n_new, i = 0, 0
+    for (rot, _), ev in zip(cyc, np.linalg.eigvals(np.stack(J))):
+        k = rot.shape[0]
+        ev = sort_eigenvalues(ev)
+        stable, kind, idx = classify(ev)
+        resid = float(np.abs(nxt[i:i + k] - (rot if k == 1 else np.roll(rot, -1, axis=0))).max())
+        n_new += found.add(rot, Cycle(order=k, points=rot, eigenvalues=ev, stable=stable, kind=kind,
+                                      saddle_index=idx, regions=codes[i:i + k], time="discrete", residual=resid))
+        i += k
+    return n_new
+
+
+def _scyfi_numpy(view: PWLView, k: int, found: CycleSet, pool: RegionPool, rng: np.random.Generator, C: int,
+                 outer: int, inner: int, max_evaluations: int, neighbours: bool, tol: float, btol: float,
+                 stats: dict) -> list[Cycle]:
+    """The batched NumPy implementation (the reference of the compiled kernel)."""
+    S = view.n_bits
     front = _Frontier(k, S, pool, rng)
     if neighbours:  # lower-order cycles seed their repeated itineraries and neighbours
         for p in range(1, k):
@@ -284,7 +408,7 @@ def scyfi(
                         front.queue.append(rep)
                     front.push_neighbours(rep)
     seqs, _ = front.draw(C)
-    since_new = seqs.shape[0]  # fresh (never evaluated) starts since the last discovery
+    since_new = n_fresh = seqs.shape[0]  # fresh (never evaluated) starts (since the last discovery)
     age = np.zeros(seqs.shape[0], dtype=np.int64)
     n_eval = 0
     while seqs.shape[0] and n_eval < max_evaluations:
@@ -317,7 +441,9 @@ def scyfi(
             break
         fresh, _ = front.draw(C - seqs.shape[0])
         since_new += fresh.shape[0]
+        n_fresh += fresh.shape[0]
         if fresh.shape[0]:
             seqs = np.concatenate([seqs, fresh], axis=0)
             age = np.concatenate([age, np.zeros(fresh.shape[0], dtype=np.int64)])
+    stats.update(impl="numpy", n_evaluations=n_eval, n_fresh_starts=n_fresh)
     return sort_cycles(found.items(k))
