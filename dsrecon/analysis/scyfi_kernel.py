@@ -3,13 +3,13 @@
 Glossary: k cycle order, M latent dim, L hidden units, S pattern bits, n trajectories, T steps.
 
 :func:`dsrecon.analysis.scyfi.scyfi` documents the algorithm (Eisenmann et al., NeurIPS 2023).
-Its NumPy implementation batches C chains per round and pays Python/NumPy overhead on every
-round; this kernel runs the *whole* search in compiled code -- drawing itineraries from the
-region pool, building each region's affine map ``W_s = diag(a) + W1 diag(d_s) W2``, composing
-the k-fold map, the LU solve of ``(I - P) z = c``, the k-step simulation with its
-self-consistency and closure checks, de-duplication against the cycles already known, the memo
-of evaluated itineraries (an open-addressing hash table over the bit-packed itinerary; exact,
-keys are compared word by word) and the neighbour queue -- one chain after the other, as in the
+Its NumPy implementation (:mod:`.scyfi_numpy`) batches C chains per round and pays Python/NumPy
+overhead on every round; this kernel runs the *whole* search in compiled code -- drawing
+itineraries from the region pool, building each region's affine map
+``W_s = diag(a) + W1 diag(d_s) W2``, composing the k-fold map, the LU solve of
+``(I - P) z = c``, the k-step simulation with its self-consistency and closure checks,
+de-duplication against the cycles already known (:mod:`.scyfi_solve`), the memo of evaluated
+itineraries and the neighbour queue (:mod:`.scyfi_jit`) -- one chain after the other, as in the
 reference implementation. Chains, restarts and the stopping rule are those of the NumPy version:
 
 * a chain starts from a neighbour seed or a random itinerary not evaluated before and follows
@@ -19,11 +19,8 @@ reference implementation. Chains, restarts and the stopping rule are those of th
   itinerary has been evaluated, after ``max_evaluations`` solves, or when no unevaluated
   itinerary can be drawn (256 tries).
 
-Cost per candidate: fixed points solve an r x r system over the r active hidden units (Woodbury
-identity, :func:`_fixed_point`) instead of M x M, and compute the step F(z*) only for
-candidates that may be consistent; W2 is stored as sparse rows (PLRNN-type models, W2 = I, pay
-O(M) per hidden unit); itineraries of up to 16 bits are looked up in a flat table. The region
-pool (:meth:`.scyfi.RegionPool.from_model`) is built by one compiled call as well
+Itineraries of up to 16 bits are looked up in a flat table, longer ones hashed. The region pool
+(:meth:`.scyfi_numpy.RegionPool.from_model`) is built by one compiled call as well
 (:func:`build_pool`). Random numbers come from a SplitMix64 stream (Steele, Lea & Flood, OOPSLA
 2014) seeded by the caller, so a seeded search is reproducible. The cycles found are classified
 by :func:`.scyfi.add_cycles`, the batched form of :func:`.enumeration.add_cycle`.
@@ -38,10 +35,12 @@ import numpy as np
 try:  # numba is a declared dependency; keep the import failure readable
     import numba
     from numba import njit
-    from numba.core import cgutils
-    from numba.extending import intrinsic
 except ImportError:  # pragma: no cover
     numba = None
+
+if numba is not None:
+    from dsrecon.analysis.scyfi_jit import _borrow, _borrow_form, _draw, _grow, _rehash, _room, _slot
+    from dsrecon.analysis.scyfi_solve import _evaluate, _margins_step
 
 #: random draws tried per fresh start before the search gives up (no unevaluated itinerary found)
 MAX_DRAW_TRIES = 256
@@ -121,414 +120,6 @@ def supports(view: object) -> bool:
 
 
 if numba is not None:
-    _U = np.uint64
-
-    @intrinsic
-    def _borrow(typingctx, arr):
-        """A view of ``arr`` without a reference count (NULL meminfo).
-
-        Every array a compiled function touches costs an atomic incref/decref pair per call
-        (~40% of the search's time on small matrices). The search borrows its arrays once; the
-        owners are held by the Python caller (or by live locals of the search) for the whole
-        call, so the borrowed views never outlive the data.
-        """
-        def codegen(context, builder, sig, args):
-            src = context.make_array(sig.args[0])(context, builder, value=args[0])
-            out = context.make_array(sig.return_type)(context, builder)
-            out.meminfo = cgutils.get_null_value(out.meminfo.type)
-            out.parent = cgutils.get_null_value(out.parent.type)
-            out.nitems, out.itemsize, out.data = src.nitems, src.itemsize, src.data
-            out.shape, out.strides = src.shape, src.strides
-            return out._getvalue()
-
-        return arr(arr), codegen
-
-    @njit(cache=True)
-    def _borrow_form(F):
-        return (_borrow(F[0]), _borrow(F[1]), _borrow(F[2]), _borrow(F[3]), _borrow(F[4]), _borrow(F[5]),
-                _borrow(F[6]), _borrow(F[7]), _borrow(F[8]), _borrow(F[9]), _borrow(F[10]), _borrow(F[11]),
-                _borrow(F[12]), _borrow(F[13]))
-
-    @njit(cache=True, inline="always")
-    def _mix(z):
-        z = (z ^ (z >> _U(30))) * _U(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> _U(27))) * _U(0x94D049BB133111EB)
-        return z ^ (z >> _U(31))
-
-    @njit(cache=True, inline="always")
-    def _rand(state):
-        """SplitMix64: the next 64 random bits of the stream kept in state (1,) uint64."""
-        state[0] += _U(0x9E3779B97F4A7C15)
-        return _mix(state[0])
-
-    @njit(cache=True, inline="always")
-    def _randint(state, n):
-        """Uniform in [0, n), n < 2^32 (Lemire's multiply-shift on the top 32 bits)."""
-        return np.int64(((_rand(state) >> _U(32)) * _U(n)) >> _U(32))
-
-    # ------------------------------------------------------------------ the map and its pieces
-    @njit(cache=True)
-    def _margins_step(z, F, u, marg, bits, znew, step):
-        """Pre-activations marg (S,), patterns bits (S,) uint8 and u = W2 z (L,) of a state z (M,);
-        with ``step`` also znew = F(z) (M,)."""
-        a, W1T, ptr, idx, val, h1, h2, bon, boff, bit_unit, bit_h2 = F[:11]
-        L, M = W1T.shape
-        for l in range(L):
-            s = 0.0
-            for p in range(ptr[l], ptr[l + 1]):
-                s += val[p] * z[idx[p]]
-            u[l] = s
-        for b in range(bits.size):
-            m = u[bit_unit[b]] + bit_h2[b] * h2[bit_unit[b]]
-            marg[b] = m
-            bits[b] = m > 0.0
-        if step:
-            for i in range(M):
-                znew[i] = a[i] * z[i] + h1[i]
-            for l in range(L):
-                on = 1.0 if bon[l] < 0 else float(bits[bon[l]])
-                off = 0.0 if boff[l] < 0 else float(bits[boff[l]])
-                phi = (on - off) * u[l] + on * h2[l]
-                for i in range(M):
-                    znew[i] += phi * W1T[l, i]
-
-    @njit(cache=True)
-    def _slopes(bits, F, d, g):
-        """Slopes d (L,) and offset gates g (L,) of the hidden units for a pattern bits (S,)."""
-        bon, boff = F[7], F[8]
-        for l in range(d.size):
-            on = 1.0 if bon[l] < 0 else float(bits[bon[l]])
-            d[l] = on - (0.0 if boff[l] < 0 else float(bits[boff[l]]))
-            g[l] = on
-
-    @njit(cache=True)
-    def _offset(F, g, c):
-        """c = h1 + W1 (g * h2): the offset of the region's affine map (M,)."""
-        W1T, h1, h2 = F[1], F[5], F[6]
-        c[:] = h1
-        for l in range(g.size):
-            if g[l] != 0.0 and h2[l] != 0.0:
-                for i in range(c.size):
-                    c[i] += W1T[l, i] * h2[l]
-
-    @njit(cache=True, inline="always")
-    def _lu(Ac, z, n):
-        """Solve Ac[:n, :n] x = z[:n] in place (LU, partial pivoting); False on a zero pivot."""
-        for col in range(n):
-            p, best = col, abs(Ac[col, col])
-            for r in range(col + 1, n):
-                if abs(Ac[r, col]) > best:
-                    p, best = r, abs(Ac[r, col])
-            if not best > 0.0:
-                return False
-            if p != col:
-                for j in range(n):
-                    Ac[col, j], Ac[p, j] = Ac[p, j], Ac[col, j]
-                z[col], z[p] = z[p], z[col]
-            inv = 1.0 / Ac[col, col]
-            for r in range(col + 1, n):
-                f = Ac[r, col] * inv
-                for j in range(col + 1, n):
-                    Ac[r, j] -= f * Ac[col, j]
-                z[r] -= f * z[col]
-        for i in range(n - 1, -1, -1):
-            s = z[i]
-            for j in range(i + 1, n):
-                s -= Ac[i, j] * z[j]
-            z[i] = s / Ac[i, i]
-        return True
-
-    @njit(cache=True, inline="always")
-    def _accept(res, c, z):
-        """The residual test of :func:`.pwl_view.solve_cycle_points`: all finite and
-        max|res| <= 1e-8 (1 + max|c| + max|z|)."""
-        rmax, cmax, zmax = 0.0, 0.0, 0.0
-        for i in range(z.size):
-            if not (np.isfinite(z[i]) and np.isfinite(res[i])):
-                return False
-            rmax, cmax, zmax = max(rmax, abs(res[i])), max(cmax, abs(c[i])), max(zmax, abs(z[i]))
-        return rmax <= 1e-8 * (1.0 + cmax + zmax)
-
-    @njit(cache=True, inline="always")
-    def _fixed_point(cur, vis, F, btol, C, vec, act, d, u, marg):
-        """Order 1, fused: the candidate z* = vec[3] of region cur (S,) by the Woodbury identity, its
-        residual test, patterns vis and margins marg; returns 0 (not solved here: use the direct
-        solve), 1 (virtual), 2 (possibly consistent: run the full checks).
-
-        ``I - W_s = B - U V`` with B = diag(1 - a), U = W1[:, A] diag(d_A), V = W2[A, :] over the r
-        active hidden units A (d != 0), so ``z = y + B^-1 U w`` with ``y = B^-1 c`` and
-        ``(I_r - G[A, A] diag(d_A)) w = V y`` (G = W2 B^-1 W1 precomputed): an r x r solve instead
-        of M x M (used when r < M). The residual test is that of
-        :func:`.pwl_view.solve_cycle_points` on the original system. A virtual verdict needs a
-        violated bit with |margin| > btol (1 + max(max|z*|, bound on max|F(z*)|)), so the step
-        F(z*) is computed only for candidates that may be consistent.
-        """
-        a, W1T, ptr, idx, val, h1, h2, bon, boff, bit_unit, bit_h2, invb, G, nrm = F
-        L, M = W1T.shape
-        S = cur.size
-        if G.shape[0] != L:
-            return 0
-        c, y, w, z, res = vec[0], vec[1], vec[2], vec[3], vec[4]
-        for i in range(M):
-            c[i] = h1[i]
-        r = 0
-        for l in range(L):
-            on = 1.0 if bon[l] < 0 else float(cur[bon[l]])
-            dl = on - (0.0 if boff[l] < 0 else float(cur[boff[l]]))
-            d[l] = dl
-            act[r] = l
-            r += dl != 0.0
-            gh = on * h2[l]
-            if gh != 0.0:
-                for i in range(M):
-                    c[i] += W1T[l, i] * gh
-        if r >= M:
-            return 0
-        for i in range(M):
-            y[i] = c[i] * invb[i]
-        for p in range(r):
-            ap = act[p]
-            s = 0.0
-            for q in range(ptr[ap], ptr[ap + 1]):
-                s += val[q] * y[idx[q]]
-            w[p] = s
-            for q in range(r):
-                C[p, q] = -G[ap, act[q]] * d[act[q]]
-            C[p, p] += 1.0
-        if not _lu(C, w, r):
-            return 0
-        for i in range(M):
-            z[i] = y[i]
-        for p in range(r):
-            f = d[act[p]] * w[p]
-            for i in range(M):
-                z[i] += invb[i] * W1T[act[p], i] * f
-        # u = W2 z for all hidden units (margins and residual)
-        for l in range(L):
-            s = 0.0
-            for q in range(ptr[l], ptr[l + 1]):
-                s += val[q] * z[idx[q]]
-            u[l] = s
-        for i in range(M):  # residual of the original system: (1 - a) z - W1 D W2 z - c
-            res[i] = (1.0 - a[i]) * z[i] - c[i]
-        for p in range(r):
-            f = d[act[p]] * u[act[p]]
-            for i in range(M):
-                res[i] -= W1T[act[p], i] * f
-        if not _accept(res, c, z):
-            return 0
-        zmax, umax = 0.0, 0.0
-        for i in range(M):
-            zmax = max(zmax, abs(z[i]))
-        for l in range(L):
-            umax = max(umax, abs(u[l]))
-        bound = btol * (1.0 + max(zmax, nrm[0] * zmax + nrm[1] * (umax + nrm[3]) + nrm[2]) * (1.0 + 1e-12))
-        virtual = False
-        for b in range(S):
-            m = u[bit_unit[b]] + bit_h2[b] * h2[bit_unit[b]]
-            marg[b] = m
-            vb = m > 0.0
-            vis[b] = vb
-            if vb != cur[b] and abs(m) > bound:
-                virtual = True
-        return 1 if virtual else 2
-
-    @njit(cache=True)
-    def _solve_direct(cur, k, F, mats, vec, d, g):
-        """Candidate z = vec[3]: compose the k-fold map ``P z + c`` from the regions' maps
-        ``W = diag(a) + W1 diag(d) W2`` and solve ``(I - P) z = c`` (M x M LU) with the residual
-        test; False when singular or inaccurate."""
-        a, W1T, ptr, idx, val = F[0], F[1], F[2], F[3], F[4]
-        W, P, T, A, Ac = mats[0], mats[1], mats[2], mats[3], mats[4]
-        c, z, res, h, ct = vec[0], vec[3], vec[4], vec[5], vec[6]
-        L, M = W1T.shape
-        S = cur.size // k
-        for j in range(k):
-            _slopes(cur[j * S:(j + 1) * S], F, d, g)
-            _offset(F, g, h)
-            W[:, :] = 0.0
-            for i in range(M):
-                W[i, i] = a[i]
-            for l in range(L):
-                if d[l] != 0.0:
-                    for p in range(ptr[l], ptr[l + 1]):
-                        for i in range(M):
-                            W[i, idx[p]] += W1T[l, i] * d[l] * val[p]
-            if j == 0:
-                P[:, :] = W
-                c[:] = h
-                continue
-            for r in range(M):  # P <- W P, c <- W c + h
-                s = h[r]
-                for q in range(M):
-                    s += W[r, q] * c[q]
-                ct[r] = s
-                for col in range(M):
-                    s = 0.0
-                    for q in range(M):
-                        s += W[r, q] * P[q, col]
-                    T[r, col] = s
-            P[:, :] = T
-            c[:] = ct
-        for r in range(M):
-            for col in range(M):
-                A[r, col] = (1.0 if r == col else 0.0) - P[r, col]
-        Ac[:, :] = A
-        z[:] = c
-        if not _lu(Ac, z, M):
-            return False
-        for r in range(M):
-            s = -c[r]
-            for col in range(M):
-                s += A[r, col] * z[col]
-            res[r] = s
-        return _accept(res, c, z)
-
-    # --------------------------------------------------------------------- one candidate
-    @njit(cache=True, inline="always")
-    def _evaluate(cur, vis, k, F, tol, btol, mats, vec, act, d, g, pts, marg, u, fpts, ford, fcount):
-        """Solve and verify itinerary cur (k S,) uint8; vis <- the patterns actually visited.
-
-        Returns (status, p, direct): status 0 singular, 1 virtual, 2 real but known, 3 real and new
-        (pts[:p] is the new cycle, p its minimal period); direct: the M x M solve was used. Checks
-        as :func:`.enumeration.check_candidates`.
-        """
-        M = pts.shape[1]
-        S = cur.size // k
-        st = _fixed_point(cur, vis, F, btol, mats[5], vec, act, d, u, marg[0]) if k == 1 else 0
-        direct = st == 0
-        if st == 1:
-            return 1, 0, direct
-        if direct:
-            vis[:] = cur
-            if not _solve_direct(cur, k, F, mats, vec, d, g):
-                return 0, 0, direct
-        pts[0] = vec[3]
-        big = 0.0
-        for j in range(k):
-            _margins_step(pts[j], F, u, marg[j], vis[j * S:(j + 1) * S], pts[j + 1], True)
-        for j in range(k + 1):
-            for i in range(M):
-                big = max(big, abs(pts[j, i]))
-        scale = 1.0 + big  # self-consistency up to boundary points, then closure
-        for j in range(k * S):
-            if cur[j] != vis[j] and not abs(marg[j // S, j % S]) <= btol * scale:
-                return 1, 0, direct
-        for i in range(M):
-            if not abs(pts[k, i] - pts[0, i]) <= tol * scale:
-                return 1, 0, direct
-        big = 0.0  # minimal period (cycles.minimal_period), de-duplication (CycleSet.contains)
-        for j in range(k):
-            for i in range(M):
-                big = max(big, abs(pts[j, i]))
-        p = k
-        for q in range(1, k):
-            if k % q == 0:
-                d0, dall = 0.0, 0.0
-                for i in range(M):
-                    d0 = max(d0, abs(pts[q, i] - pts[0, i]))
-                for j in range(k):
-                    for i in range(M):
-                        dall = max(dall, abs(pts[(j + q) % k, i] - pts[j, i]))
-                if d0 <= tol * (1.0 + big) and dall <= 10.0 * tol * (1.0 + big):
-                    p = q
-                    break
-        big = 0.0
-        for i in range(M):
-            big = max(big, abs(pts[0, i]))
-        for r in range(fcount):
-            if ford[r] == p:
-                dist = 0.0
-                for i in range(M):
-                    dist = max(dist, abs(fpts[r, i] - pts[0, i]))
-                if dist <= tol * (1.0 + big):
-                    return 2, p, direct
-        return 3, p, direct
-
-    # --------------------------------------------------- memo (set of itineraries) and queue
-    @njit(cache=True, inline="always")
-    def _slot(keys, used, seq, key, direct):
-        """Pack seq (n,) uint8 into key (words,) uint64; return its slot in the table: the key
-        itself when ``direct`` (tables of 2^n entries, n <= DIRECT_BITS), else open addressing with
-        linear probing (keys compared word by word: exact)."""
-        key[:] = 0
-        for w in range(key.size):
-            acc = _U(0)
-            for i in range(64 * w, min(seq.size, 64 * w + 64)):
-                acc |= _U(seq[i]) << _U(i - 64 * w)
-            key[w] = acc
-        if direct:
-            return np.int64(key[0])
-        mask = used.size - 1
-        h = _U(0x9E3779B97F4A7C15)
-        for w in range(key.size):
-            h = _mix(h ^ key[w])
-        i = np.int64(h & _U(mask))
-        while used[i]:
-            same = True
-            for w in range(key.size):
-                same = same and keys[i, w] == key[w]
-            if same:
-                return i
-            i = (i + 1) & mask
-        return i
-
-    @njit(cache=True)
-    def _rehash(keys, used):
-        """The hash table at twice the size."""
-        nk = np.zeros((2 * used.size, keys.shape[1]), dtype=np.uint64)
-        nu = np.zeros(2 * used.size, dtype=np.bool_)
-        for r in range(used.size):
-            if used[r]:
-                mask, h = nu.size - 1, _U(0x9E3779B97F4A7C15)
-                for w in range(keys.shape[1]):
-                    h = _mix(h ^ keys[r, w])
-                i = np.int64(h & _U(mask))
-                while nu[i]:
-                    i = (i + 1) & mask
-                nk[i], nu[i] = keys[r], True
-        return nk, nu
-
-    @njit(cache=True)
-    def _grow(a, n):
-        """a with room for at least n rows (doubling), contents kept."""
-        if n <= a.shape[0]:
-            return a
-        b = np.zeros((max(n, 2 * a.shape[0]),) + a.shape[1:], dtype=a.dtype)
-        b[: a.shape[0]] = a
-        return b
-
-    @njit(cache=True)
-    def _room(q, head, tail):
-        """The FIFO rows q[head:tail] with room for one more row -> (q, head, tail): compacted
-        when rows were consumed, else doubled."""
-        if tail < q.shape[0]:
-            return q, head, tail
-        if head > 0:
-            q[: tail - head] = q[head:tail].copy()
-            return q, 0, tail - head
-        return _grow(q, tail + 1), head, tail
-
-    @njit(cache=True)
-    def _draw(cur, k, S, state, pool, traj_bits, valid_len, ok_traj):
-        """A random itinerary (as RegionPool.draw): 1/3 uniform, 1/3 pool, 1/3 trajectory window."""
-        src = _randint(state, 3)
-        if src == 1 and pool.shape[0] > 0:
-            for j in range(k):
-                cur[j * S:(j + 1) * S] = pool[_randint(state, pool.shape[0])]
-        elif src == 2 and ok_traj.size > 0:
-            ti = ok_traj[_randint(state, ok_traj.size)]
-            start = _randint(state, valid_len[ti] - k + 1)
-            for j in range(k):
-                cur[j * S:(j + 1) * S] = traj_bits[ti, start + j]
-        else:
-            bits = _U(0)
-            for i in range(cur.size):
-                if i % 64 == 0:
-                    bits = _rand(state)
-                cur[i] = np.uint8(bits & _U(1))
-                bits >>= _U(1)
-
     # ----------------------------------------------------------------------- the search
     @njit(cache=True)
     def _search(F, k, S, traj_bits, valid_len, ok_traj, pool, queue0, known_pts, known_ord, outer, inner, max_eval,
@@ -719,7 +310,7 @@ if numba is not None:
 # --------------------------------------------------------------------------- Python entry points
 def build_pool(view: object, z0: np.ndarray, n_steps: int, normals: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The compiled :meth:`.scyfi.RegionPool.from_model`: z0 (n, M) starts, normals (n_random, M)
+    """The compiled :meth:`.scyfi_numpy.RegionPool.from_model`: z0 (n, M) starts, normals (n_random, M)
     standard normal draws -> (trajectory patterns (n, T, S) bool, valid lengths (n,), distinct
     patterns (P, S) bool)."""
     F = kernel_form(view)
