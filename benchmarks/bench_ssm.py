@@ -32,6 +32,7 @@ Usage::
 
     python benchmarks/bench_ssm.py --threads 1      # full sizes (CPU: about 1-2 minutes)
     python benchmarks/bench_ssm.py --quick          # T divided by 4
+    python benchmarks/bench_ssm.py --sections 1a    # the scan operator only
     python benchmarks/bench_ssm.py --device cuda    # on a GPU (parallel vs reference)
 """
 
@@ -156,6 +157,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="divide the sequence lengths by 4")
+    ap.add_argument("--sections", nargs="+", default=["1a", "1b", "2"], choices=["1a", "1b", "2"],
+                    help="which comparisons to run (default: all)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,9 +167,12 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"bench_ssm: torch {torch.__version__}, device {device} ({name}), threads {torch.get_num_threads()}, "
           f"best of {args.repeats} interleaved rounds{', QUICK sizes' if args.quick else ''}")
-    bench_scan_op(8, 2048 // div, 16, 16, device, args.repeats)
-    bench_mamba_block(8, 2048 // div, 16, 16, device, args.repeats)
-    bench_lssl(8, 4096 // div, device, args.repeats)
+    if "1a" in args.sections:
+        bench_scan_op(8, 2048 // div, 16, 16, device, args.repeats)
+    if "1b" in args.sections:
+        bench_mamba_block(8, 2048 // div, 16, 16, device, args.repeats)
+    if "2" in args.sections:
+        bench_lssl(8, 4096 // div, device, args.repeats)
 
 
 if __name__ == "__main__":

@@ -20,61 +20,61 @@ Recurrence (Gu & Dao 2023, Algorithm 2; zero-order hold for A, dB = Delta B)::
 
 Algorithm (the chunked scan of Mamba-2's SSD, Dao & Gu 2024, with Mamba-1's diagonal A)
 ------------------------------------------------------------------------------------------
-Time is cut into chunks of c steps and all chunks of a block are scanned *at once*: the block's
-work tensors are laid out chunk-position-major, (c, B, n, S, ED), so that step j of all n
-chunks (and all sequences) is one contiguous (B, n, S, ED) slice and one elementwise op
-advances every chunk by one step. Forward, per block:
+Time is cut into chunks of c steps, n consecutive chunks form a block, and all chunks of a
+block are scanned *at once*. Layout: the inputs are copied once per call into a block-major
+layout, (NB, c, F, n, B) for a (B, T, F) input, and the block's work tensors are
+(c, S, ED, n, B): step j of all n chunks and all sequences is one contiguous (S, ED, n, B)
+slab, so one elementwise op advances every chunk by one step, and the chunk and batch indices
+are the innermost, contiguous dimensions. Broadcasts against the parameters A (S, ED) are then
+scalar-times-vector loops over n*B contiguous elements (with ED or S innermost, as in an
+earlier version, every broadcast product ran in loops of 16 elements and cost 3-4x a plain
+elementwise op). Forward, per block:
 
-1. dA = exp(Delta A) and b = (Delta u) B for the whole block (broadcast products);
-2. local scans from a zero start, c - 1 steps, H_j = dA_j H_{j-1} + b_j, and in the same loop
-   the decay from the chunk start G_j = dA_j G_{j-1};
-3. chunk carries on (B, n, S, ED) tensors: the state entering chunk k,
-   s_k = G_{c-1}^{(k-1)} s_{k-1} + H_{c-1}^{(k-1)} (a loop over the n chunks, or log2 n
-   Hillis-Steele passes when n > CARRY_LOOP_MAX);
-4. fix-up h_j = H_j + G_j s_k, and y = sum_S C h by one fused weighted row sum.
+1. dA = exp2(Delta (log2 e) A) (exp2 is ~3x cheaper than exp in PyTorch's CPU kernels) and
+   b = (Delta u) B for the whole block (broadcast products);
+2. each chunk's end state from a zero start, accumulated in one (S, ED, n, B) buffer,
+   acc = dA_j acc + b_j, c - 1 steps; the chunk's total decay prod_j dA_j =
+   exp2((log2 e) A sum_j Delta_j) from the (c, ED, n, B) sum of Delta;
+3. chunk carries: the state entering chunk k, s_k = decay_{k-1} s_{k-1} + acc_{k-1} (a loop
+   over the n chunks, or log2 n Hillis-Steele passes when n > CARRY_LOOP_MAX);
+4. the true states in place over b, h_j = dA_j h_{j-1} + b_j from h_{-1} = s_k, and
+   y = sum_S C h.
 
-Depth per block: c + min(n, 2 log2 n) elementwise steps. Blocks run one after another: on the
-CPU a block holds about 2**18 elements per work buffer (B=8, ED=S=16: 128 steps, c=16, n=8);
+Depth per block: 2c + min(n, 2 log2 n) elementwise steps. Blocks run one after another: on the
+CPU a block holds about 2**19 elements per work buffer (B=8, ED=S=16: 256 steps, c=16, n=16);
 elsewhere (CUDA) the whole window is one block (up to 2**25 elements per buffer), so T/c chunks
-run in parallel. Backward (the adjoint lam_t = dL/dh_t obeys the reverse recurrence
-lam_t = gy_t C_t + dA_{t+1} lam_{t+1}, Martin & Cundy 2018) walks the blocks in reverse,
-recomputes dA, b and the states from the saved chunk-start states s_k (a (B, T/c, S, ED)
-tensor, 1/c of the state history; mamba-ssm's CUDA kernel also recomputes from chunk starts),
-runs the same three stages on the adjoint (local reverse scans together with the decays to the
-chunk end, reverse carries, fix-up) and then::
+run in parallel. T is padded with no-op steps to NB * n * c (fewer than NB chunks of padding:
+:func:`block_layout` balances the blocks). Backward (the adjoint lam_t = dL/dh_t obeys the
+reverse recurrence lam_t = gy_t C_t + dA_{t+1} lam_{t+1}, Martin & Cundy 2018) walks the
+blocks in reverse, recomputes dA, b and the states from the saved chunk-start states s_k (an
+(NB, S, ED, n, B) tensor, 1/c of the state history; mamba-ssm's CUDA kernel also recomputes
+from chunk starts), runs the same stages on the adjoint (each chunk's local adjoint at its
+start in one buffer, reverse carries, then the true adjoint in place over gy C) and then::
 
     dL/dC_t = sum_e gy_t h_t            dL/dB_t = sum_e lam_t Delta_t u_t
     G_t     = lam_t dA_t h_{t-1}        (= dL/d(Delta_t A))
     dL/dA  += sum_{b,t} G_t Delta_t     dL/dDelta_t = sum_s G_t A + u_t <lam_t, B_t>_S
     dL/du_t = Delta_t <lam_t, B_t>_S    dL/dh0 = dA_0 lam_0
 
-Exactness: all arithmetic is the recurrence's own multiply-adds (products of dA, never ratios
-of exponentials as in a closed form exp(S_t - S_r) = exp(S_t) / exp(S_r)), so there is no range
-condition: dA underflowing to 0 (Delta A = -20 per step and beyond) or growth (A > 0) come out
-as in the sequential loop, and a NaN stays in its own channel. Padding steps have Delta = u = 0,
-hence dA = 1 and b = 0: they leave the state, the adjoint and dL/dA unchanged.
+Exactness: the recurrences are the sequential loop's own multiply-adds; the only other form is
+a chunk's total decay exp2((log2 e) A sum Delta), a product of exponentials (never a ratio as in
+a closed form exp(S_t - S_r) = exp(S_t) / exp(S_r)), so there is no range condition: dA
+underflowing to 0 (Delta A = -20 per step and beyond) or growth (A > 0) come out as in the
+sequential loop, and a NaN stays in its own channel. Padding steps have Delta = u = 0, hence
+dA = 1 and b = 0: they leave the state, the adjoint and dL/dA unchanged.
 
 Measurements (``benchmarks/bench_ssm.py`` [1a]: B=8, T=2048, ED=S=16, float32, forward +
-backward of the op, one thread of a shared 2-core Xeon with load 3-5 from other jobs). One run:
-sequential loop 1482 ms, method "blelloch" 161 ms (9.2x), this scan 115 ms (12.8x), the numba
-kernel 46 ms (32x). Relative to numba in the same run (the stable figure under varying load)
-this scan takes 2.5-2.7x, "blelloch" 3.5-3.9x; the issue's 20x would need about 1.6x, which
-this eager-mode design does not reach on this CPU (see the last sentence). What went into it: work
-buffers carved from one scratch tensor kept between calls (a fresh multi-megabyte allocation is
-returned to the OS on free and its page faults cost 0.5 ms per MB here, as much as the
-arithmetic); per-step views made once per call (~3 us each; 2400 of them cost 8 ms); sums over
-S by ``embedding_bag`` with per-row weights (one read, no (c, B, n, S, ED) temporary); chunks
-of 16 steps in blocks of 128 (blocks of 32-64 steps stay in cache but pay more Python overhead,
-the whole window as one block is memory bound). Tried and not kept: a closed form per chunk,
-h_t = exp(S_t - m) cumsum_r(exp(m - S_r) b_r) with S = cumsum(Delta A) and the cumulative sum
-as a triangular matmul (one pass more than the recurrence per direction, and a range check with
-a fall-back for strong decay: not faster; the time-innermost version of it, with the in-chunk
-sums as triangular GEMMs and no state-sized cumulative sum of Delta A, is method "closed",
-:mod:`dsrecon.models.scan_cumsum`, 1.3-1.5x slower than this scan here); torch.cumsum along time (3 ns per element, 8x a
-multiply); storing h and dA for the backward instead of recomputing them (the saving is eaten by
-streaming 2 x 16 MB through memory); torch.compile (55 s to compile one block, 2x on it). The
-remaining cost is ~27 elementwise passes over (B, T, S, ED), at the memory speed of a shared
-cache, and ~12 ms of per-op Python overhead, against two fused loops in the compiled kernel.
+backward of the op, 2-core AMD EPYC, see ``benchmarks/RESULTS.md``): one thread, sequential
+loop 404 ms, this scan 23.0 ms (17.6x), numba kernel 19.0 ms (21.3x); two threads (PyTorch's
+default here), sequential 520 ms, this scan 23.6 ms (22.0x), numba 15.5 ms (33.7x). Of the
+23 ms, about 3 ms are the nine layout copies (B, T, F) <-> (NB, c, F, n, B), about 2.4 ms the
+exponentials, and the rest ~35 elementwise passes over (B, T, S, ED) plus ~900 small per-step
+ops. Tried and not kept (earlier versions, see the git history): the (c, B, n, S, ED) layout
+with ED innermost (31-35 ms: 16-element broadcast loops); a closed form per chunk with
+cumulative sums (method "closed", :mod:`dsrecon.models.scan_cumsum`); storing h and dA for the
+backward instead of recomputing them (streaming 2 x 16 MB costs what it saves); torch.compile
+of a straightforward chunked forward (56 s to compile; once compiled 40 ms against 29 ms for
+this kernel's forward at the time, both under load).
 
 References
 ----------
@@ -92,14 +92,14 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-BLOCK_ELEMENTS = 1 << 18  # CPU: about this many (c, B, n, S, ED) elements per block buffer
+BLOCK_ELEMENTS = 1 << 19  # CPU: about this many (c, S, ED, n, B) elements per block buffer
 DEVICE_BLOCK_ELEMENTS = 1 << 25  # elsewhere (CUDA): the whole window unless a buffer would exceed this
 CPU_CHUNK = 16  # chunk length c on the CPU
 DEVICE_CHUNK = 32  # chunk length c elsewhere (GPU: one block, T/c chunks in parallel)
 CARRY_LOOP_MAX = 64  # chunk carries: a Python loop up to this many chunks, log-depth beyond
+LOG2E = 1.4426950408889634  # log2(e)
 
 
 _POOL: dict[tuple, torch.Tensor] = {}  # CPU scratch kept between calls, by (dtype, device)
@@ -153,61 +153,35 @@ def default_block(Bsz: int, T: int, ED: int, S: int, chunk: int, device: torch.d
 
 
 def _carry(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor, out: torch.Tensor, reverse: bool = False,
-           lists: tuple | None = None) -> torch.Tensor:
+           dim: int = -2) -> torch.Tensor:
     """Chunk carries: the scan s_{k+1} = a_k s_k + b_k over the n chunks of a block, s_0 = h.
 
-    a, b (B, n, S, ED): each chunk's total decay and its end state from a zero start; h
-    (B, S, ED). Writes the state entering each chunk into ``out`` (B, n, S, ED) and returns the
-    state leaving the last one. ``reverse``: chunks in the order n-1, ..., 0 (the adjoint).
-    Up to CARRY_LOOP_MAX chunks a loop of n small ops (``lists``: a, b, out already unbound
-    along dim 1, to save the views), beyond that log2(n) Hillis-Steele passes.
+    a, b: each chunk's total decay and its end state from a zero start, with the n chunks along
+    ``dim`` ((S, ED, n, B) here); h: the state entering the first chunk (a, b without ``dim``).
+    Writes the state entering each chunk into ``out`` (the shape of a) and returns the state
+    leaving the last one. ``reverse``: chunks in the order n-1, ..., 0 (the adjoint).
+    Up to CARRY_LOOP_MAX chunks a loop of n small ops, beyond that log2(n) Hillis-Steele passes.
     """
-    n = a.shape[1]
+    n = a.shape[dim]
     if n <= CARRY_LOOP_MAX:
-        As, Bs, Os = lists if lists is not None else (a.unbind(1), b.unbind(1), out.unbind(1))
+        As, Bs, Os = a.unbind(dim), b.unbind(dim), out.unbind(dim)
         order = list(range(n - 1, -1, -1)) if reverse else list(range(n))
         Os[order[0]].copy_(h)
         for k, nxt in zip(order, order[1:]):
             torch.addcmul(Bs[k], As[k], Os[k], out=Os[nxt])
         return torch.addcmul(Bs[order[-1]], As[order[-1]], Os[order[-1]])
+    a, b = a.movedim(dim, 0), b.movedim(dim, 0)  # (n, ...)
     if reverse:
-        a, b = a.flip(1), b.flip(1)
-    b = torch.cat([torch.addcmul(b[:, :1], a[:, :1], h[:, None]), b[:, 1:]], 1)  # fold s_0 in
+        a, b = a.flip(0), b.flip(0)
+    b = torch.cat([torch.addcmul(b[:1], a[:1], h[None]), b[1:]], 0)  # fold s_0 in
     s = 1
     while s < n:  # Hillis-Steele: after the pass with offset s, b_k combines chunks k-2s+1 .. k
-        b = torch.cat([b[:, :s], torch.addcmul(b[:, s:], a[:, s:], b[:, :-s])], 1)
-        a = torch.cat([a[:, :s], a[:, s:] * a[:, :-s]], 1)
+        b = torch.cat([b[:s], torch.addcmul(b[s:], a[s:], b[:-s])], 0)
+        a = torch.cat([a[:s], a[s:] * a[:-s]], 0)
         s *= 2
-    st = torch.cat([h[:, None], b[:, :-1]], 1)
-    out.copy_(st.flip(1) if reverse else st)
-    return b[:, -1]
-
-
-def _chunked(x: torch.Tensor, c: int) -> torch.Tensor:
-    """x (B, Tp, F) as a chunk-position-major view (c, B, Tp/c, F): [j, b, k] = x[b, k c + j]."""
-    return x.unflatten(1, (-1, c)).permute(2, 0, 1, 3)
-
-
-def _sum_s(w: torch.Tensor, X: torch.Tensor, bags: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """sum_s w[..., s] X[..., s, :]: w (c, B, n, S), X (c, B, n, S, ED) -> (c, B, n, ED).
-
-    One fused weighted row sum (``embedding_bag`` over the rows of X viewed as (c B n S, ED),
-    bags of S consecutive rows): reads X once and writes only the result, where a broadcast
-    product and a sum write and re-read a (c, B, n, S, ED) temporary (in isolation 2.5x faster
-    on the CPU). Each bag touches only its own rows: a non-finite value stays in its (t, e).
-    """
-    idx, offs = bags  # arange(c B m S), arange(0, c B m S, S) for the largest block
-    ED = X.shape[-1]
-    rows = w.shape[0] * w.shape[1] * w.shape[2]
-    out = F.embedding_bag(idx[: rows * w.shape[3]], X.reshape(-1, ED), offs[:rows], mode="sum",
-                          per_sample_weights=w.reshape(-1))
-    return out.view(*w.shape[:3], ED)
-
-
-def _bags(rows: int, S: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index and offset vectors of :func:`_sum_s` for up to ``rows`` bags of S rows."""
-    idx = torch.arange(rows * S, device=like.device)
-    return idx, idx[::S].contiguous()
+    st = torch.cat([h[None], b[:-1]], 0)
+    out.copy_((st.flip(0) if reverse else st).movedim(0, dim))
+    return b[-1]
 
 
 def _pad(x: torch.Tensor, Tp: int) -> torch.Tensor:
@@ -217,6 +191,33 @@ def _pad(x: torch.Tensor, Tp: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(x.shape[0], Tp - x.shape[1], x.shape[2])], 1)
 
 
+def _to_blocks(x: torch.Tensor, n_blocks: int, n: int, c: int) -> torch.Tensor:
+    """x (B, Tp, F) -> (NB, c, F, n, B), contiguous: [i, j, f, k, b] = x[b, (i n + k) c + j, f]."""
+    return x.reshape(x.shape[0], n_blocks, n, c, x.shape[2]).permute(1, 3, 4, 2, 0).contiguous()
+
+
+def _from_blocks(xb: torch.Tensor, T: int) -> torch.Tensor:
+    """Inverse of :func:`_to_blocks`, cut to T steps: (NB, c, F, n, B) -> (B, T, F)."""
+    NB, c, F_, n, Bsz = xb.shape
+    return xb.permute(4, 0, 3, 1, 2).reshape(Bsz, NB * n * c, F_)[:, :T]
+
+
+def _block_view(x: torch.Tensor, n_blocks: int, n: int, c: int) -> torch.Tensor:
+    """The (NB, c, F, n, B) view of a contiguous (B, Tp, F) tensor (no copy; strided). For inputs
+    that enter only the small (c, F, n, B) products (u); big broadcast products and outputs
+    written through such a view run 2x slower than a copy into the block layout."""
+    return x.view(x.shape[0], n_blocks, n, c, x.shape[2]).permute(1, 3, 4, 2, 0)
+
+
+def block_layout(T: int, block: int, chunk: int) -> tuple[int, int, int]:
+    """(NB blocks, n chunks per block, padded length Tp) for T steps: n <= block / chunk, blocks
+    balanced so that fewer than NB chunks of no-op padding are added."""
+    K = -(-T // chunk)
+    NB = -(-K // max(1, block // chunk))
+    n = -(-K // NB)
+    return NB, n, NB * n * chunk
+
+
 class ChunkedSelectiveScan(torch.autograd.Function):
     """y (B, T, ED), h_T (B, ED, S) = S6 scan by chunks, with the analytic backward above.
 
@@ -224,115 +225,95 @@ class ChunkedSelectiveScan(torch.autograd.Function):
     u/delta (B, T, ED) with T >= 1, A (ED, S), Bm/C (B, T, S), h0 (B, ED, S); ``chunk`` >= 1 and
     ``block`` a multiple of it. Validation is the caller's
     (:func:`dsrecon.models.scan.selective_scan`). First order only (``once_differentiable``).
-    The (c, B, n, S, ED) work buffers are allocated once per call and reused by every block.
+    The (c, S, ED, n, B) work buffers are allocated once per call and reused by every block.
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, Bm, C, h0, block, chunk):  # noqa: D401 - autograd signature
         Bsz, T, ED = u.shape
         S, c = A.shape[1], chunk
-        Tp = -(-T // c) * c
-        K, nb = Tp // c, block // c  # chunks in all, chunks per block
-        u, delta, Bm, C = (_pad(x, Tp) for x in (u, delta, Bm, C))  # (B, Tp, .)
+        NB, n, Tp = block_layout(T, block, c)
+        db, Bb, Cb = (_to_blocks(_pad(x, Tp), NB, n, c) for x in (delta, Bm, C))  # (NB, c, F, n, B)
+        up = _pad(u, Tp).contiguous()
+        ub = _block_view(up, NB, n, c)  # u only enters small (c, ED, n, B) products: no copy
         At = A.T.contiguous()  # (S, ED)
-        y = u.new_empty(Bsz, Tp, ED)
-        vd, vu, vB, vC, vy = (_chunked(x, c) for x in (delta, u, Bm, C, y))  # (c, B, K, .)
-        vd5, vB5 = vd[..., None, :], vB[..., None]  # broadcastable views
-        h = h0.transpose(1, 2)  # (B, S, ED)
-        starts = u.new_empty(Bsz, K, S, ED)  # state before each chunk
-        m = min(nb, K)
-        (gbuf, hbuf, sbuf, cbuf), flat = _scratch(u, (c, Bsz, m, S, ED), (c, Bsz, m, S, ED), (c, Bsz, m, ED), (Bsz, m, S, ED))
-        bags = _bags(c * Bsz * m, S, u)
-
-        def views(n):  # the buffers cut to n chunks, and their per-step / per-chunk views
-            G, H, st = gbuf[:, :, :n], hbuf[:, :, :n], cbuf[:, :n]
-            return G, H, sbuf[:, :, :n], st, G.unbind(0), H.unbind(0), (G[-1].unbind(1), H[-1].unbind(1), st.unbind(1))
-
-        full = views(m)  # views are made once: every block but the last reuses the same memory
-        for k0 in range(0, K, nb):
-            k1 = min(K, k0 + nb)
-            n = k1 - k0
-            G, H, du, st, Gs, Hs, lists = full if n == m else views(n)
-            torch.mul(vd[:, :, k0:k1], vu[:, :, k0:k1], out=du)  # Delta u: (c, B, n, ED)
-            torch.mul(vd5[:, :, k0:k1], At, out=G).exp_()  # dA, then the decay from the chunk start
-            torch.mul(du[..., None, :], vB5[:, :, k0:k1], out=H)  # b, then the states from a zero start
+        A2 = (At * LOG2E)[:, :, None, None]  # (S, ED, 1, 1): dA = exp2(Delta A log2 e), 3x cheaper than exp
+        yb = u.new_empty(NB, c, ED, n, Bsz)
+        starts = u.new_empty(NB, S, ED, n, Bsz)  # state before each chunk
+        h = h0.permute(2, 1, 0)  # (S, ED, B)
+        (dA, H, du, alpha, acc, dsum), flat = _scratch(
+            u, (c, S, ED, n, Bsz), (c, S, ED, n, Bsz), (c, ED, n, Bsz), (S, ED, n, Bsz), (S, ED, n, Bsz), (ED, n, Bsz))
+        As, Hs = dA.unbind(0), H.unbind(0)
+        for i in range(NB):
+            d = db[i]  # (c, ED, n, B)
+            torch.mul(d, ub[i], out=du)  # Delta u
+            torch.mul(d[:, None], A2, out=dA).exp2_()  # dA: (c, S, ED, n, B)
+            torch.mul(du[:, None], Bb[i][:, :, None], out=H)  # b = (Delta u) B
+            acc.copy_(Hs[0])  # each chunk's end state from a zero start, in a small buffer
             for j in range(1, c):
-                Hs[j].addcmul_(Gs[j], Hs[j - 1])
-                Gs[j].mul_(Gs[j - 1])
-            h = _carry(G[-1], H[-1], h, st, lists=lists)  # st (B, n, S, ED): chunk starts
-            starts[:, k0:k1] = st
-            H.addcmul_(G, st)  # h_t = local state + decay * chunk start
-            vy[:, :, k0:k1] = _sum_s(vC[:, :, k0:k1], H, bags)  # (c, B, n, ED)
+                torch.addcmul(Hs[j], As[j], acc, out=acc)
+            torch.sum(d, 0, out=dsum)  # chunk decay prod_j dA_j = exp2(log2(e) A sum_j Delta_j)
+            torch.mul(dsum, A2, out=alpha).exp2_()
+            h = _carry(alpha, acc, h, starts[i])  # starts[i] (S, ED, n, B)
+            Hs[0].addcmul_(As[0], starts[i])  # the true states, from the chunk starts
+            for j in range(1, c):
+                Hs[j].addcmul_(As[j], Hs[j - 1])
+            torch.sum(H.mul_(Cb[i][:, :, None]), 1, out=yb[i])  # y = sum_s C h: (c, ED, n, B)
         _release(flat)
-        ctx.shape = (T, block, c)
-        ctx.save_for_backward(u, delta, At, Bm, C, starts)
-        return y[:, :T], h.transpose(1, 2).contiguous()  # (B, T, ED), (B, ED, S)
+        ctx.shape = (T, c)
+        ctx.save_for_backward(up, db, At, Bb, Cb, starts)
+        return _from_blocks(yb, T), h.permute(2, 1, 0).contiguous()  # (B, T, ED), (B, ED, S)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy, gh_last):
-        u, delta, At, Bm, C, starts = ctx.saved_tensors  # (B, Tp, .), (S, ED), starts (B, K, S, ED)
-        T, block, c = ctx.shape
-        Bsz, Tp, ED = u.shape
-        S, K, nb = At.shape[0], Tp // c, block // c
-        gy = u.new_zeros(Bsz, Tp, ED) if gy is None else _pad(gy, Tp)  # (B, Tp, ED)
-        lam_in = u.new_zeros(Bsz, S, ED) if gh_last is None else gh_last.transpose(1, 2).contiguous()
-        g_u, g_d = torch.empty_like(u), torch.empty_like(delta)  # (B, Tp, ED)
-        g_B, g_C = torch.empty_like(Bm), torch.empty_like(C)  # (B, Tp, S)
+        up, db, At, Bb, Cb, starts = ctx.saved_tensors  # (B, Tp, ED), (NB, c, F, n, B), (S, ED), (NB, S, ED, n, B)
+        T, c = ctx.shape
+        NB, _, ED, n, Bsz = db.shape
+        S, Tp = At.shape[0], NB * n * c
+        ub = _block_view(up, NB, n, c)
+        A2, Ar = (At * LOG2E)[:, :, None, None], At[:, :, None, None]
+        gyb = db.new_zeros(db.shape) if gy is None else _to_blocks(_pad(gy, Tp), NB, n, c)
+        lam_in = db.new_zeros(S, ED, Bsz) if gh_last is None else gh_last.permute(2, 1, 0).contiguous()
+        g_ub, g_db, g_Bb, g_Cb = (torch.empty_like(x) for x in (db, db, Bb, Cb))
         g_At = torch.zeros_like(At)  # (S, ED)
-        ones = u.new_ones(ED)
-        vd, vu, vB, vC, vg, vgu, vgd, vgB, vgC = (_chunked(x, c) for x in (delta, u, Bm, C, gy, g_u, g_d, g_B, g_C))
-        vd5, vB5, vC5, vg5 = vd[..., None, :], vB[..., None], vC[..., None], vg[..., None, :]
-        m = min(nb, K)
-        buf5, buf4 = (c, Bsz, m, S, ED), (Bsz, m, S, ED)
-        (abuf, hbuf, lpbuf, wbuf, sbuf, tbuf, cbuf, albuf, bebuf), flat = _scratch(
-            u, buf5, (c + 1, Bsz, m, S, ED), (2, *buf5), buf5, (c, Bsz, m, ED), (c, Bsz, m, ED), buf4, buf4, buf4
-        )
-        bags = _bags(c * Bsz * m, S, u)
-
-        def views(n):  # the buffers cut to n chunks, and their per-step / per-chunk views
-            dA, H, LP, Lam = abuf[:, :, :n], hbuf[:, :, :n], lpbuf[:, :, :, :n], cbuf[:, :n]
-            alpha, beta = albuf[:, :n], bebuf[:, :n]
-            return (dA, H, LP, wbuf[:, :, :n], sbuf[:, :, :n], tbuf[:, :, :n], Lam, alpha, beta,
-                    dA.unbind(0), H.unbind(0), LP.unbind(1), (alpha.unbind(1), beta.unbind(1), Lam.unbind(1)))
-
-        full = views(m)
-        for k0 in reversed(range(0, K, nb)):
-            k1 = min(K, k0 + nb)
-            n = k1 - k0
-            dA, H, LP, W, du, sm, Lam, alpha, beta, As, Hs, Xs, lists = full if n == m else views(n)
-            d, uj = vd[:, :, k0:k1], vu[:, :, k0:k1]  # (c, B, n, ED)
+        big, small, row = (c, S, ED, n, Bsz), (S, ED, n, Bsz), (c, ED, n, Bsz)
+        (dA, H, lam, W, du, sm, lamB, Lam, alpha, beta, acc, dsum), flat = _scratch(
+            db, big, (c + 1, S, ED, n, Bsz), big, big, row, row, row, small, small, small, small, (ED, n, Bsz))
+        As, Hs, Ls = dA.unbind(0), H.unbind(0), lam.unbind(0)
+        for i in reversed(range(NB)):
+            d, uj, g, Bi, Ci = db[i], ub[i], gyb[i], Bb[i], Cb[i]  # (c, F, n, B)
             torch.mul(d, uj, out=du)  # Delta u
-            torch.mul(vd5[:, :, k0:k1], At, out=dA).exp_()  # (c, B, n, S, ED)
-            H[0] = starts[:, k0:k1]  # H[j + 1] = h_j, H[0] = chunk start
-            torch.mul(du[..., None, :], vB5[:, :, k0:k1], out=H[1:])
+            torch.mul(d[:, None], A2, out=dA).exp2_()  # (c, S, ED, n, B)
+            H[0] = starts[i]  # H[j + 1] = h_j, H[0] = chunk start
+            torch.mul(du[:, None], Bi[:, :, None], out=H[1:])
             for j in range(c):
                 Hs[j + 1].addcmul_(As[j], Hs[j])
-            torch.mul(H[1:], vg5[:, :, k0:k1], out=W)
-            vgC[:, :, k0:k1] = (W.reshape(-1, ED) @ ones).view(c, Bsz, n, S)  # sum over ED
-            # lam[j] = LP[0, j]: local adjoint (gy C, zero after the chunk end); Gp[j] = LP[1, j]:
-            # decay from step j+1 to the chunk end; one reverse recurrence for both:
-            # X_j = dA_{j+1} X_{j+1} + (gy_j C_j, 0), X_{c-1} = (gy C, 1)
-            torch.mul(vg5[:, :, k0:k1], vC5[:, :, k0:k1], out=LP[0])
-            LP[1, :-1].zero_()
-            LP[1, -1].fill_(1)
+            torch.sum(torch.mul(H[1:], g[:, None], out=W), 2, out=g_Cb[i])  # dL/dC = sum_e gy h
+            # adjoint lam_j = gy_j C_j + dA_{j+1} lam_{j+1}: first each chunk's local adjoint at its
+            # start (zero after the chunk end) in a small buffer, then the carries between chunks,
+            # then the true adjoint in place over gy C, from the adjoint entering each chunk end
+            torch.mul(g[:, None], Ci[:, :, None], out=lam)  # gy_j C_j: (c, S, ED, n, B)
+            acc.copy_(Ls[c - 1])
             for j in range(c - 2, -1, -1):
-                Xs[j].addcmul_(As[j + 1], Xs[j + 1])
-            lam, Gp = LP[0], LP[1]  # (c, B, n, S, ED)
-            torch.mul(As[0], Gp[0], out=alpha)  # (B, n, S, ED): chunk decay
-            torch.mul(As[0], lam[0], out=beta)  # local adjoint carried out of the chunk start
-            lam_in = _carry(alpha, beta, lam_in, Lam, reverse=True, lists=lists)  # Lam: dL/dh at chunk ends
-            lam.addcmul_(Gp, Lam)  # lam_t = dL/dh_t
+                torch.addcmul(Ls[j], As[j + 1], acc, out=acc)
+            torch.mul(As[0], acc, out=beta)  # local adjoint carried out of the chunk start
+            torch.sum(d, 0, out=dsum)
+            torch.mul(dsum, A2, out=alpha).exp2_()  # chunk decay
+            lam_in = _carry(alpha, beta, lam_in, Lam, reverse=True)  # Lam: (S, ED, n, B)
+            Ls[c - 1].add_(Lam)
+            for j in range(c - 2, -1, -1):
+                Ls[j].addcmul_(As[j + 1], Ls[j + 1])  # lam_t = dL/dh_t
             Gd = dA.mul_(lam).mul_(H[:-1])  # dL/d(Delta_t A) = lam_t dA_t h_{t-1}
-            g_At += torch.mul(Gd, vd5[:, :, k0:k1], out=W).sum((0, 1, 2))
-            torch.sum(Gd.mul_(At), -2, out=sm)  # sum_s G A: (c, B, n, ED)
-            lamB = _sum_s(vB[:, :, k0:k1], lam, bags)  # (c, B, n, ED) = dL/d(Delta u)
-            vgd[:, :, k0:k1] = sm.addcmul_(lamB, uj)
-            vgu[:, :, k0:k1] = lamB.mul_(d)
-            torch.mul(lam, du[..., None, :], out=W)
-            vgB[:, :, k0:k1] = (W.reshape(-1, ED) @ ones).view(c, Bsz, n, S)  # sum over ED
+            g_At += torch.mul(Gd, d[:, None], out=W).sum((0, 3, 4))
+            torch.sum(Gd.mul_(Ar), 1, out=sm)  # sum_s G A: (c, ED, n, B)
+            torch.sum(torch.mul(lam, Bi[:, :, None], out=W), 1, out=lamB)  # dL/d(Delta u) = sum_s B lam
+            torch.addcmul(sm, lamB, uj, out=g_db[i])
+            torch.mul(lamB, d, out=g_ub[i])
+            torch.sum(torch.mul(lam, du[:, None], out=W), 2, out=g_Bb[i])  # dL/dB = sum_e lam Delta u
         _release(flat)
-        return g_u[:, :T], g_d[:, :T], g_At.T, g_B[:, :T], g_C[:, :T], lam_in.transpose(1, 2), None, None
+        return (_from_blocks(g_ub, T), _from_blocks(g_db, T), g_At.T, _from_blocks(g_Bb, T), _from_blocks(g_Cb, T),
+                lam_in.permute(2, 1, 0), None, None)
 
 
 def chunked_selective_scan(u, delta, A, Bm, C, h0=None, chunk_size=None):

@@ -181,7 +181,7 @@ class CumsumSelectiveScan(torch.autograd.Function):
             Ql = _mm(W, up, Q)  # Q_j, from a zero start
             beta.copy_(Ql[..., -1].permute(3, 0, 1, 2)).mul_(el[k0:k1])  # E_{c-1} Q_{c-1}
             st = starts[k0:k1]  # (n, B, ED, S)
-            h = _carry(ec[k0:k1].movedim(0, 1), beta.movedim(0, 1), h, st.movedim(0, 1))  # st = s
+            h = _carry(ec[k0:k1], beta, h, st, dim=0)  # st = s
             st.mul_(er[k0:k1])  # s e^r
             Ql.add_(st.permute(1, 2, 3, 0).contiguous()[..., None]).mul_(E).mul_(CT[:, None, :, k0:k1])  # C_j h_j
             yT[:, :, k0:k1] = Ql.sum(2)  # y_j: (B, ED, n, c)
@@ -230,7 +230,7 @@ class CumsumSelectiveScan(torch.autograd.Function):
             G.mul_(CT[:, None, :, k0:k1])  # E gy C
             _mm(G, low, Z)  # Z_j, reverse sums within the chunk
             beta.copy_(Z[..., 0].permute(3, 0, 1, 2)).mul_(er[k0:k1])
-            rho = _carry(ec[k0:k1].movedim(0, 1), beta.movedim(0, 1), rho, R.movedim(0, 1), reverse=True)
+            rho = _carry(ec[k0:k1], beta, rho, R, reverse=True, dim=0)
             Z.add_((el[k0:k1] * R).permute(1, 2, 3, 0).contiguous()[..., None])  # Z_j + E_{c-1} rho = lam_j E_j
             torch.mul(Z, V[..., c:], out=G)  # dL/d(Delta_j A)
             g_la[:, :, k0:k1] = torch.matmul(A_row, G.view(Bsz, ED, S, n * c)).view(Bsz, ED, n, c)

@@ -162,6 +162,27 @@ def test_default_sizes():
     assert default_block(64, 10**6, 64, 16, 32, gpu) % 32 == 0  # capped, a multiple of c
 
 
+@pytest.mark.parametrize("T,block,chunk,expected", [
+    (2048, 256, 16, (8, 16, 2048)),  # exact: 8 blocks of 16 chunks
+    (2000, 256, 16, (8, 16, 2048)),  # 125 chunks -> 8 blocks of 16, 3 chunks of padding
+    (17 * 16, 256, 16, (2, 9, 288)),  # 17 chunks: 2 balanced blocks of 9, not 16 + 16
+    (5, 12, 4, (1, 2, 8)),
+    (1, 1, 1, (1, 1, 1)),
+])
+def test_block_layout_pads_fewer_chunks_than_blocks(T, block, chunk, expected):
+    NB, n, Tp = scan_chunked.block_layout(T, block, chunk)
+    assert (NB, n, Tp) == expected
+    assert n <= max(1, block // chunk) and Tp >= T and (Tp - T) // chunk < NB
+
+
+def test_layout_copies_round_trip():
+    x = torch.randn(3, 40, 5)
+    xb = scan_chunked._to_blocks(x, 2, 4, 5)  # (NB, c, F, n, B)
+    assert xb.shape == (2, 5, 5, 4, 3) and xb.is_contiguous()
+    assert xb[1, 2, 3, 0, 2] == x[2, (1 * 4 + 0) * 5 + 2, 3]
+    assert torch.equal(scan_chunked._from_blocks(xb, 37), x[:, :37])
+
+
 def test_workspace_reuse_gives_identical_results():
     scan_chunked.clear_workspace()
     big = [t.detach() for t in _inputs(4, 200, 8, 4, seed=31)]
