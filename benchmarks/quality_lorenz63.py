@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     spec = CONFIGS[args.model]
     hyper = {**spec["hyper"], **_parse_kv(args.hyper)}
+    spec = {**spec, "latent_dim": hyper.pop("latent_dim", spec["latent_dim"])}  # --hyper latent_dim=M overrides
     overrides = {"eval_every": 100, **spec["train"], "eval_steps": args.eval_steps, "seed": args.seed, **_parse_kv(args.set)}
     if args.eval_every is not None:
         overrides["eval_every"] = args.eval_every
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ev = evaluate_model(result.model, x_test, pe_steps=20, seed=0)
     eval_s = time.perf_counter() - t1
     row: dict[str, Any] = {
-        "model": args.model, "registry_name": spec["name"], "hyper": hyper, "train_config": cfg.to_dict(),
+        "model": args.model, "registry_name": spec["name"], "latent_dim": spec["latent_dim"], "hyper": hyper, "train_config": cfg.to_dict(),
         "epochs": cfg.epochs, "best_epoch": result.best_epoch, "train_seconds": round(train_s, 1),
         "eval_seconds": round(eval_s, 1), "dstsp": ev.get("dstsp"), "dh": ev.get("dh"), "pe20": ev.get("pe"),
         "flags": ev.get("flags"), "protocol": {k: ev["protocol"].get(k) for k in ("n_test", "n_generate", "transient", "n_compared")},
