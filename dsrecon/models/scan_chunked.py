@@ -64,9 +64,9 @@ sequential loop, and a NaN stays in its own channel. Padding steps have Delta = 
 dA = 1 and b = 0: they leave the state, the adjoint and dL/dA unchanged.
 
 Measurements (``benchmarks/bench_ssm.py`` [1a]: B=8, T=2048, ED=S=16, float32, forward +
-backward of the op, 2-core AMD EPYC, see ``benchmarks/RESULTS.md``): one thread, sequential
-loop 404 ms, this scan 23.0 ms (17.6x), numba kernel 19.0 ms (21.3x); two threads (PyTorch's
-default here), sequential 520 ms, this scan 23.6 ms (22.0x), numba 15.5 ms (33.7x). Of the
+backward of the op, 2-core AMD EPYC, every run in ``benchmarks/RESULTS.md``): one thread,
+sequential loop 404-532 ms, this scan 23.0-26.5 ms (17.0-21.5x over six runs), numba kernel
+17.7-19.0 ms (21.3-29.4x); two threads (PyTorch's default here) 19.9x and 22.0x. Of the
 23 ms, about 3 ms are the nine layout copies (B, T, F) <-> (NB, c, F, n, B), about 2.4 ms the
 exponentials, and the rest ~35 elementwise passes over (B, T, S, ED) plus ~900 small per-step
 ops. Tried and not kept (earlier versions, see the git history): the (c, B, n, S, ED) layout

@@ -50,7 +50,7 @@ Measurements (B=8, T=2048, ED=S=16, float32, forward + backward, one thread of t
 2-core Xeon, CPU time). Not faster than the recurrence-based chunked scan
 (:mod:`dsrecon.models.scan_chunked`, method "parallel"): forward 33 ms against 20 ms, forward +
 backward 120-128 ms against 92-95 ms, 1.3-1.5x slower in every run (``benchmarks/bench_ssm.py``
-[1a] prints both). Why: per element the closed form still needs about 28 passes over
+[1a] prints both; since the block-layout rewrite of the chunked scan in session 3, 2.4-2.6x). Why: per element the closed form still needs about 28 passes over
 (B, ED, S, T)-sized tensors (9 forward, 19 backward), as many as the recurrence, so removing
 the c-step loop saves only its Python overhead, and the per-block strided carries cost it
 back. Op costs measured on this CPU (ns per element, 2**18 elements, float32): elementwise
