@@ -66,8 +66,8 @@ dA = 1 and b = 0: they leave the state, the adjoint and dL/dA unchanged.
 Measurements (``benchmarks/bench_ssm.py`` [1a]: B=8, T=2048, ED=S=16, float32, forward +
 backward of the op, 2-core AMD EPYC, every run in ``benchmarks/RESULTS.md``): PyTorch's default
 two threads, sequential loop 442-521 ms, this scan 18.5-20.8 ms (23.4-25.8x), numba kernel
-14.2-16.3 ms; one thread, 23.0-26.5 ms against 404-532 ms (17.0-21.5x), numba 17.7-19.0 ms. Of the
-23 ms, about 3 ms are the nine layout copies (B, T, F) <-> (NB, c, F, n, B), about 2.4 ms the
+14.2-16.3 ms; one thread, 23.0-26.5 ms against 404-532 ms (17.0-21.5x), numba 17.7-19.0 ms. Of
+~24 ms on one thread, about 3 ms are the nine layout copies (B, T, F) <-> (NB, c, F, n, B), about 2.4 ms the
 exponentials, and the rest ~35 elementwise passes over (B, T, S, ED) plus ~900 small per-step
 ops. Tried and not kept (earlier versions, see the git history): the (c, B, n, S, ED) layout
 with ED innermost (31-35 ms: 16-element broadcast loops); a closed form per chunk with
