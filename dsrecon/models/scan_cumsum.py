@@ -56,8 +56,8 @@ Why: per element the closed form still needs about 28 passes over (B, ED, S, T)-
 its Python overhead, and the per-block strided carries cost it back. Op costs measured on
 this CPU (ns per element, 2**18 elements, float32): elementwise product 0.3-0.5, exp
 0.35-0.4, torch.cumsum along the last (contiguous) dim 0.95 (3.7 along an outer dim), the
-same sum as a GEMM with a 16 x 16 triangular matrix 0.47, torch.logcumsumexp (Heinsen's log-space form) 52 - so the log-space form is out of the question
-and the GEMM replaces cumsum. Inside the block loop the same ops run at about 1 ns per
+same sum as a GEMM with a 16 x 16 triangular matrix 0.47, torch.logcumsumexp (Heinsen's
+log-space form) 52 - so the log-space form is out of the question and the GEMM replaces cumsum. Inside the block loop the same ops run at about 1 ns per
 element (the block's 8-9 work buffers exceed the 2 MB L2). Kept as method "closed": exact by
 its guard, and without an in-chunk step loop (c sequential steps per block in "parallel"),
 which may matter on a GPU, where it is untimed.
