@@ -46,21 +46,21 @@ recurrence of :mod:`dsrecon.models.scan_chunked` instead, and the two parts are 
 composes their backwards). So a NaN stays where the recurrence puts it, and every result
 matches the reference.
 
-Measurements (B=8, T=2048, ED=S=16, float32, forward + backward, one thread of the shared
-2-core Xeon, CPU time). Not faster than the recurrence-based chunked scan
+Measurements (B=8, T=2048, ED=S=16, float32, forward + backward, one thread of the shared 2-core
+Xeon, CPU time). Not faster than the recurrence-based chunked scan
 (:mod:`dsrecon.models.scan_chunked`, method "parallel"): forward 33 ms against 20 ms, forward +
 backward 120-128 ms against 92-95 ms, 1.3-1.5x slower in every run (``benchmarks/bench_ssm.py``
 [1a] prints both; 2.4-2.6x since the block-layout rewrite of the chunked scan in session 3).
-Why: per element the closed form still needs about 28 passes over (B, ED, S, T)-sized tensors
-(9 forward, 19 backward), as many as the recurrence, so removing the c-step loop saves only
-its Python overhead, and the per-block strided carries cost it back. Op costs measured on
-this CPU (ns per element, 2**18 elements, float32): elementwise product 0.3-0.5, exp
-0.35-0.4, torch.cumsum along the last (contiguous) dim 0.95 (3.7 along an outer dim), the
-same sum as a GEMM with a 16 x 16 triangular matrix 0.47, torch.logcumsumexp (Heinsen's
-log-space form) 52 - so the log-space form is out of the question and the GEMM replaces cumsum. Inside the block loop the same ops run at about 1 ns per
-element (the block's 8-9 work buffers exceed the 2 MB L2). Kept as method "closed": exact by
-its guard, and without an in-chunk step loop (c sequential steps per block in "parallel"),
-which may matter on a GPU, where it is untimed.
+Why: per element the closed form still needs about 28 passes over (B, ED, S, T)-sized tensors (9
+forward, 19 backward), as many as the recurrence, so removing the c-step loop saves only its
+Python overhead, and the per-block strided carries cost it back. Op costs measured on this CPU
+(ns per element, 2**18 elements, float32): elementwise product 0.3-0.5, exp 0.35-0.4,
+torch.cumsum along the last (contiguous) dim 0.95 (3.7 along an outer dim), the same sum as a
+GEMM with a 16 x 16 triangular matrix 0.47, torch.logcumsumexp (Heinsen's log-space form) 52 -
+so the log-space form is out of the question and the GEMM replaces cumsum. Inside the block loop
+the same ops run at about 1 ns per element (the block's 8-9 work buffers exceed the 2 MB L2).
+Kept as method "closed": exact by its guard, and without an in-chunk step loop (c sequential
+steps per block in "parallel"), which may matter on a GPU, where it is untimed.
 
 References
 ----------
