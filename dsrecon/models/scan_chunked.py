@@ -67,14 +67,14 @@ Measurements (``benchmarks/bench_ssm.py`` [1a]: B=8, T=2048, ED=S=16, float32, f
 backward of the op, 2-core AMD EPYC, every run in ``benchmarks/RESULTS.md``): PyTorch's default
 two threads, sequential loop 442-521 ms, this scan 18.5-20.8 ms (23.4-25.8x), numba kernel
 14.2-16.3 ms; one thread, 23.0-26.5 ms against 404-532 ms (17.0-21.5x), numba 17.7-19.0 ms. Of
-~24 ms on one thread, about 3 ms are the nine layout copies (B, T, F) <-> (NB, c, F, n, B), about 2.4 ms the
-exponentials, and the rest ~35 elementwise passes over (B, T, S, ED) plus ~900 small per-step
-ops. Tried and not kept (earlier versions, see the git history): the (c, B, n, S, ED) layout
-with ED innermost (31-35 ms: 16-element broadcast loops); a closed form per chunk with
-cumulative sums (method "closed", :mod:`dsrecon.models.scan_cumsum`); storing h and dA for the
-backward instead of recomputing them (streaming 2 x 16 MB costs what it saves); torch.compile
-of a straightforward chunked forward (56 s to compile; once compiled 40 ms against 29 ms for
-this kernel's forward at the time, both under load).
+~24 ms on one thread, about 3 ms are the nine layout copies (B, T, F) <-> (NB, c, F, n, B),
+about 2.4 ms the exponentials, and the rest ~35 elementwise passes over (B, T, S, ED) plus ~900
+small per-step ops. Tried and not kept (earlier versions, see the git history): the (c, B, n, S,
+ED) layout with ED innermost (31-35 ms: 16-element broadcast loops); a closed form per chunk
+with cumulative sums (method "closed", :mod:`dsrecon.models.scan_cumsum`); storing h and dA for
+the backward instead of recomputing them (streaming 2 x 16 MB costs what it saves);
+torch.compile of a straightforward chunked forward (56 s to compile; once compiled 40 ms against
+29 ms for this kernel's forward at the time, both under load).
 
 References
 ----------
