@@ -74,7 +74,8 @@ ED) layout with ED innermost (31-35 ms: 16-element broadcast loops); a closed fo
 with cumulative sums (method "closed", :mod:`dsrecon.models.scan_cumsum`); storing h and dA for
 the backward instead of recomputing them (streaming 2 x 16 MB costs what it saves);
 torch.compile of a straightforward chunked forward (56 s to compile; once compiled 40 ms against
-29 ms for this kernel's forward at the time, both under load).
+29 ms for this kernel's forward at the time, both under load; the per-step loop alone,
+compiled, 182 us against 156 us eager per block).
 
 References
 ----------
