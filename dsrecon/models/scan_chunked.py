@@ -146,7 +146,7 @@ def default_chunk(T: int, device: torch.device) -> int:
 
 def default_block(Bsz: int, T: int, ED: int, S: int, chunk: int, device: torch.device) -> int:
     """Block length, a multiple of ``chunk``: about BLOCK_ELEMENTS (CPU) or DEVICE_BLOCK_ELEMENTS
-    (elsewhere: normally the whole window) elements per (c, B, n, S, ED) work buffer."""
+    (elsewhere: normally the whole window) elements per (c, S, ED, n, B) work buffer."""
     Tp = -(-T // chunk) * chunk
     limit = BLOCK_ELEMENTS if device.type == "cpu" else DEVICE_BLOCK_ELEMENTS
     steps = limit // max(1, Bsz * S * ED)
