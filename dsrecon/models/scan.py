@@ -35,12 +35,10 @@ they agree in value *and* gradient, in float64, for lengths that are not powers 
    * :func:`selective_scan` with ``method=``:
 
      - "parallel": the pure-PyTorch chunked scan (:mod:`dsrecon.models.scan_chunked`): all
-       chunks of c steps advanced together in a chunk- and batch-innermost layout, carries
-       between chunks; analytic backward from chunk-start checkpoints. Device-agnostic; the
-       CUDA path without mamba-ssm.
+       chunks of c steps advanced together (chunk and batch innermost), carries between chunks;
+       analytic backward from chunk-start checkpoints. Device-agnostic; CUDA without mamba-ssm.
      - "closed": closed-form chunks, time innermost, guarded (:mod:`dsrecon.models.scan_cumsum`);
-       1.3-1.5x slower than the previous "parallel" layout and 2.4-2.6x slower than the current
-       one on the CPU, untimed on a GPU.
+       2.4-2.6x slower than "parallel" on the CPU, untimed on a GPU.
      - "blelloch": the previous pure-PyTorch path, kept for comparison: blocks of
        ``chunk_size`` steps, each scanned by the log-depth kernel above (:class:`_SelectiveScan`).
      - "numba": the recurrence compiled for the CPU (:mod:`dsrecon.models.scan_cpu`).
