@@ -111,22 +111,24 @@ def largest_lyapunov(model: Any, x_test: np.ndarray, seed: int) -> dict[str, Any
         return lyapunov_spectrum(m, x0=x0, n_steps=20_000, transient=2_000, dt=DT, seed=seed)
 
     try:
-        res, kept = spectrum(z0), z0
-    except IntegrationError:  # some initial state leaves every bounded set: keep the others
-        kept = []
+        res = spectrum(z0)
+    except IntegrationError:  # some initial state leaves every bounded set: average the others
+        per_ic = []
         for z in z0:
             try:
-                spectrum(z[None])
-                kept.append(z)
+                per_ic.append(spectrum(z[None]))
             except IntegrationError:
                 pass
-        if not kept:
+        if not per_ic:
             return {"lambda_max": None, "lambda_diverged_ics": len(z0)}
-        kept = np.stack(kept)
-        res = spectrum(kept)
+        head = np.mean([r.exponents[:3] for r in per_ic], axis=0)
+        return {"lambda_max": float(head[0]), "lambda_spectrum_head": [float(v) for v in head],
+                "lambda_convergence": float(max(r.convergence[0] for r in per_ic)),
+                "lambda_per_ic": [float(r.exponents[0]) for r in per_ic],
+                "lambda_diverged_ics": len(z0) - len(per_ic)}
     return {"lambda_max": float(res.exponents[0]), "lambda_spectrum_head": [float(v) for v in res.exponents[:3]],
             "lambda_convergence": float(res.convergence[0]), "lambda_per_ic": [float(v) for v in res.all[:, 0]],
-            "lambda_diverged_ics": len(z0) - len(kept)}
+            "lambda_diverged_ics": 0}
 
 
 def _rel_err(lam: float | None) -> float | None:

@@ -194,7 +194,7 @@ def _pad(x: torch.Tensor, Tp: int) -> torch.Tensor:
 
 def _to_blocks(x: torch.Tensor, n_blocks: int, n: int, c: int) -> torch.Tensor:
     """x (B, Tp, F) -> (NB, c, F, n, B), contiguous: [i, j, f, k, b] = x[b, (i n + k) c + j, f]."""
-    return x.reshape(x.shape[0], n_blocks, n, c, x.shape[2]).permute(1, 3, 4, 2, 0).contiguous()
+    return _block_view(x.contiguous(), n_blocks, n, c).contiguous()
 
 
 def _from_blocks(xb: torch.Tensor, T: int) -> torch.Tensor:
