@@ -9,12 +9,15 @@ Reference (named, measured in the same run on the same machine): ``cpu`` -- the 
 trainer (fused numba forward + hand-written BPTT), K = 16. Each other row prints its aggregate
 throughput as a ratio against it. On a CUDA device the trainer runs the plain autograd rollout
 over stacked parameters (the fused kernels are CPU-only), so what grows with K there is the
-work per kernel launch, not the number of launches.
+work per kernel launch, not the number of launches. ``--graphs`` adds, for every CUDA row, a row
+with the opt-in CUDA-graph replay of the rollout (``DSRECON_CUDA_GRAPHS=1``,
+:mod:`dsrecon.training.cuda_rollout`) side by side with the default eager rollout.
 
 Usage::
 
     python benchmarks/bench_training_device.py                       # cpu only
     python benchmarks/bench_training_device.py --devices cpu cuda --K 16 128 1024
+    python benchmarks/bench_training_device.py --devices cuda --K 16 128 --graphs
 
 Timing: ``--epochs`` epochs per row with periodic evaluation switched off; the first epoch
 (numba compilation, CUDA context, allocator warm-up) and the last (the trainer's final evaluation
@@ -24,6 +27,7 @@ of every member) are not timed; the mean of the epochs between is reported.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -67,6 +71,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5,
                     help="epochs per row; the first (warm-up) and the last (final evaluation) are not timed")
     ap.add_argument("--batches", type=int, default=50, help="batches per epoch (default 50)")
+    ap.add_argument("--graphs", action="store_true",
+                    help="CUDA rows also with the opt-in CUDA-graph rollout (DSRECON_CUDA_GRAPHS=1)")
     args = ap.parse_args()
     if args.epochs < 3:
         ap.error("--epochs must be >= 3 (the first epoch is warm-up, the last runs the final evaluation)")
@@ -80,14 +86,20 @@ def main() -> None:
           f"{args.batches} batches/epoch, {args.epochs - 2} timed epochs\n")
 
     ref_s, ref_rate = time_row(data, "cpu", 16, args.epochs, args.batches)
-    print(f"{'device':>8} {'K':>6} {'s/epoch':>10} {'steps/s':>12} {'vs cpu K=16':>12}")
-    print(f"{'cpu':>8} {16:>6} {ref_s:>10.3f} {ref_rate:>12.3e} {'1.00x (ref)':>12}", flush=True)
+    print(f"{'device':>12} {'K':>6} {'s/epoch':>10} {'steps/s':>12} {'vs cpu K=16':>12}")
+    print(f"{'cpu':>12} {16:>6} {ref_s:>10.3f} {ref_rate:>12.3e} {'1.00x (ref)':>12}", flush=True)
     for device in args.devices:
+        modes = ["eager", "graphs"] if device.startswith("cuda") and args.graphs else [None]
         for K in args.K:
             if device == "cpu" and K == 16:
                 continue
-            s, rate = time_row(data, device, K, args.epochs, args.batches)
-            print(f"{device:>8} {K:>6} {s:>10.3f} {rate:>12.3e} {rate / ref_rate:>11.2f}x", flush=True)
+            for mode in modes:
+                if mode is not None:
+                    os.environ["DSRECON_CUDA_GRAPHS"] = "1" if mode == "graphs" else "0"
+                s, rate = time_row(data, device, K, args.epochs, args.batches)
+                label = device if mode is None else f"{device}:{mode}"
+                print(f"{label:>12} {K:>6} {s:>10.3f} {rate:>12.3e} {rate / ref_rate:>11.2f}x", flush=True)
+    os.environ.pop("DSRECON_CUDA_GRAPHS", None)
 
 
 if __name__ == "__main__":

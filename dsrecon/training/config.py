@@ -99,9 +99,10 @@ class TrainConfig:
         Learning-rate factor applied at each roll-back (in (0, 1)).
     fused : {"auto", "on", "off"}
         Fast rollout paths: the fused forced-rollout kernel for piecewise-linear models ("auto":
-        on CPU; "on": on every device) and the sequence models' own ``forward_window`` (both
-        "auto" and "on"); "off": always the generic Python loop over ``force``/``step`` (the
-        reference; same results).
+        on CPU, and on CUDA as CUDA-graph replay when ``DSRECON_CUDA_GRAPHS=1`` (opt-in); "on":
+        on every device) and the sequence models' own ``forward_window`` (both "auto" and "on");
+        "off": always the generic Python loop over ``force``/``step`` (the reference; same
+        results).
     dtype : {"float32", "float64"}
         Training precision (float32; float64 for verification).
     seed : int or None

@@ -268,7 +268,10 @@ def fused_available(model: DynamicalModel, device: torch.device, mode: str) -> t
     if mode == "off" or not isinstance(model, PiecewiseLinearModel):
         return None
     if mode == "auto" and device.type != "cpu":
-        return None
+        from dsrecon.training.cuda_rollout import graphs_enabled
+
+        if not graphs_enabled(device):  # opt-in CUDA graphs replay the form-based rollout
+            return None
     try:
         from dsrecon.training import fused  # noqa: F401
     except ImportError:

@@ -28,7 +28,9 @@ z_prev is cut by the formula itself).
 
 Implementations: :func:`reference_forced_rollout` (plain torch ops, Python loop, autograd; any
 device) and :func:`fused_forced_rollout` (one numba kernel for the whole forward pass and a
-hand-written BPTT kernel for the backward, CPU float32/float64). See :func:`forced_rollout`.
+hand-written BPTT kernel for the backward, CPU float32/float64; on CUDA, opt-in, the reference
+recurrence captured once and replayed as CUDA graphs, :mod:`dsrecon.training.cuda_rollout`). See
+:func:`forced_rollout`.
 Forms and schedules are built and validated in :mod:`dsrecon.training.fused_inputs`, the kernels
 live in :mod:`dsrecon.training.fused_kernels`.
 """
@@ -251,13 +253,21 @@ def fused_forced_rollout(form: Mapping[str, Any], z0: torch.Tensor, zhat: torch.
     alpha (T,) or (K, T) -> z (K, B, T, M). One kernel call serves all K members whatever their
     schedules (e.g. the per-member alphas of adaptive GTF in an ensemble).
 
-    CPU float32/float64 tensors run the numba kernels; CUDA tensors, other dtypes, or a missing
-    numba fall back to :func:`reference_forced_rollout` (same results, autograd backward).
+    CPU float32/float64 tensors run the numba kernels; CUDA tensors run the reference recurrence,
+    replayed as CUDA graphs while training when ``DSRECON_CUDA_GRAPHS=1``
+    (:mod:`dsrecon.training.cuda_rollout`, opt-in); other dtypes or a missing numba fall back to
+    :func:`reference_forced_rollout` too (same results, autograd backward).
     Threads: :func:`set_num_threads` (default serial). Not twice differentiable. Keeps no buffers
     beyond the output for the backward pass (it recomputes forced inputs and pre-activations).
     """
     t, mask, clipped, c = _check_inputs(form, z0, zhat, force_mask, alpha)
     if not _fused_ok(t):
+        if t["a"].is_cuda:  # the reference recurrence replayed as CUDA graphs (training only)
+            from dsrecon.training.cuda_rollout import graphed_rollout
+
+            z = graphed_rollout(t, mask, clipped, z0, zhat, c)
+            if z is not None:
+                return z
         return reference_forced_rollout(form, z0, zhat, force_mask, alpha)
     W2 = t["W2"]
     w2_id = (W2.shape[1] == W2.shape[2] and not W2.requires_grad
