@@ -76,3 +76,24 @@ def test_teacher_series_drops_the_transient_and_standardises():
     np.testing.assert_allclose(series.mean(axis=0), 0.0, atol=1e-9)
     np.testing.assert_allclose(series.std(axis=0), 1.0, atol=1e-9)
     np.testing.assert_allclose(series[0] * sd + mu, 2.0 + 3.0 * np.sin(0.1 * 1000 + np.arange(3)), atol=1e-9)
+
+
+def test_refit_initial_map_fits_only_L_and_lowers_the_loss():
+    m = build("alrnn", obs_dim=3, latent_dim=6, n_pwl=2, seed=4).to(torch.float64)
+    with torch.no_grad():
+        m.A.mul_(0.9)
+        m.W.normal_(0.0, 0.3)         # free units driven by the observed ones: L matters
+    view = study.Standardised(m, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    series = _Sines().generate(None, 3000)[0].numpy()
+    series = (series - series.mean(0)) / series.std(0)
+    x = torch.as_tensor(np.stack([series[i:i + 201] for i in range(0, 2700, 90)]))
+    before = study.stf_loss(view, x, x, tau=16)
+    frozen = {n: p.detach().clone() for n, p in m.named_parameters() if not n.endswith("L")}
+    L0 = m.obs.L.detach().clone()
+    n = study.refit_initial_map(view, series, tau=16, input_noise=0.0, steps=40, batch=16, seed=0)
+    assert n == L0.numel()
+    assert not torch.equal(m.obs.L, L0)
+    for name, p in m.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name
+    assert study.stf_loss(view, x, x, tau=16) < before
