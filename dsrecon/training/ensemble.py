@@ -12,7 +12,11 @@ Each member has its own seed for its initialisation, windows and noise, its own 
 alpha (Hess et al., ICML 2023; kappa from its own Jacobians and windows), loss, best checkpoint
 and gradient clipping, so member k behaves like ``fit(build(..., seed=s_k), data, seed=s_k)``
 (equivalence-tested). Exceptions, documented: one learning rate for all (a roll-back restores
-and slows down the whole ensemble) and one training budget.
+and slows down the whole ensemble) and one training budget. The periodic evaluation generates all
+K members' trajectories in one pass too (:meth:`EnsembleEngine.generate_members`: forced
+rollouts with alpha = 0 through the stacked form), then scores each member on its own; in float32
+a chaotic member's trajectory is not the bit pattern its own ``generate`` would give (different
+summation order), but the same dynamics (equivalence-tested in float64).
 
 Each member is saved as a normal model in ``RUN_DIR/member_XX/`` (model.json +
 model.safetensors + metrics.json) and loads on its own with
@@ -36,7 +40,8 @@ from dsrecon.models.base import DynamicalModel
 from dsrecon.models.registry import build
 from dsrecon.training.config import TrainConfig
 from dsrecon.training.forcing import fused_available, spectral_norms
-from dsrecon.training.inputs import check_trainable, evaluate_generated, prepare_data, resolve_config, resolve_device
+from dsrecon.training.inputs import (check_trainable, evaluate_generated, prepare_data, resolve_config, resolve_device,
+                                     series_metrics)
 from dsrecon.training.rundir import RunLog
 from dsrecon.training.trainer import FitResult, finish, train_loop
 
@@ -148,6 +153,40 @@ class EnsembleEngine:
         coef = torch.clamp(max_norm / (sq.sqrt() + 1e-6), max=1.0)
         for g in grads:
             g.mul_(coef.to(g.dtype).reshape((self.K,) + (1,) * (g.dim() - 1)))
+
+    # ------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def generate_members(self, x0: torch.Tensor, n_steps: int, chunk: int = 4096) -> torch.Tensor:
+        """Free-running trajectories of all K members from one observation x0 (N,): (K, n_steps, N).
+
+        Same contract as :meth:`DynamicalModel.generate` per member (``out[:, 0]`` is
+        ``observe(init_state(x0))``), computed for all members at once: forced rollouts with
+        alpha = 0 through the stacked form (the fused kernels on CPU), ``chunk`` steps per call,
+        instead of K Python loops over the steps. Equivalence-tested against the members' own
+        ``generate``.
+        """
+        from dsrecon.training.fused import forced_rollout
+
+        K, M = self.K, self.base.latent_dim
+        form = self.form()
+        mask = self.mask.to(x0.device)
+        z = self._vcall("init_state", x0.reshape(1, 1, -1).expand(K, 1, x0.shape[-1]))  # (K, 1, M)
+        out = [self._vcall("observe", z)]                                              # (K, 1, N)
+        done = 1
+        while done < n_steps:
+            c = min(int(chunk), n_steps - done)
+            zc = forced_rollout(form, z, z.new_zeros(K, 1, c, M), mask, z.new_zeros(c), impl=self.impl)[:, 0]
+            out.append(self._vcall("observe", zc))                                     # (K, c, N)
+            z, done = zc[:, -1:], done + c
+        return torch.cat(out, dim=1)
+
+    def evaluate(self, val: np.ndarray, steps: int, smoothing: float) -> list[tuple[float, float]]:
+        """[(D_stsp, D_H)] per member of trajectories generated from val[0] against val[:steps]."""
+        n = min(int(steps), val.shape[0])
+        p = next(iter(self.params.values()))
+        x_gen = self.generate_members(torch.as_tensor(val[0], dtype=p.dtype, device=p.device), n)
+        x_gen = x_gen.to("cpu", torch.float64).numpy()
+        return [series_metrics(val[:n], x_gen[k], smoothing) for k in range(self.K)]
 
     # ------------------------------------------------------------------------ state
     def state(self) -> dict[str, torch.Tensor]:

@@ -193,8 +193,6 @@ def evaluate_generated(model: Any, val: np.ndarray, steps: int, smoothing: float
     constant dimension, for example, is a DataError) before training starts. A diverged
     trajectory gives (inf, 1.0) (the metrics' worst values).
     """
-    from dsrecon.metrics import hellinger_distance, state_space_divergence
-
     n = min(int(steps), val.shape[0])
     x_true = val[:n]
     if model is None:
@@ -211,8 +209,7 @@ def evaluate_generated(model: Any, val: np.ndarray, steps: int, smoothing: float
         finally:
             model.train(was_training)
     try:
-        ds = float(state_space_divergence(x_true, x_gen))
-        dh = float(hellinger_distance(x_true, x_gen, smoothing=smoothing))
+        return series_metrics(x_true, x_gen, smoothing)
     except DataError as exc:
         if model is not None:
             raise
@@ -220,7 +217,14 @@ def evaluate_generated(model: Any, val: np.ndarray, steps: int, smoothing: float
             f"the validation series (first {n} of {val.shape[0]} steps, eval_steps={steps}) cannot be "
             f"evaluated with D_stsp / D_H: {exc}. Adjust eval_steps / dh_smoothing or pass other val_data"
         ) from None
-    return ds, dh
+
+
+def series_metrics(x_true: np.ndarray, x_gen: np.ndarray, smoothing: float) -> tuple[float, float]:
+    """(D_stsp, D_H) of a generated series x_gen (T, N) against x_true (T, N)."""
+    from dsrecon.metrics import hellinger_distance, state_space_divergence
+
+    return (float(state_space_divergence(x_true, x_gen)),
+            float(hellinger_distance(x_true, x_gen, smoothing=smoothing)))
 
 
 def final_metrics(model: Any, val: np.ndarray, cfg: TrainConfig, best: dict[str, Any] | None,

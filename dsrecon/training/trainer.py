@@ -130,6 +130,10 @@ class SingleEngine:
     def member(self, k: int) -> DynamicalModel:
         return self.model
 
+    def evaluate(self, val: np.ndarray, steps: int, smoothing: float) -> list[tuple[float, float]]:
+        """[(D_stsp, D_H)] of a trajectory generated from val[0] (see :func:`evaluate_generated`)."""
+        return [evaluate_generated(self.model, val, steps, smoothing)]
+
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         return self.state()
 
@@ -238,8 +242,8 @@ def train_loop(engine, cfg: TrainConfig, train: DataSpec, val: np.ndarray, log: 
             mean_loss = np.mean(np.stack(losses), axis=0)  # (K,)
             evals: list[tuple[float, float] | None] = [None] * K
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                evals = engine.evaluate(val, cfg.eval_steps, cfg.dh_smoothing)
                 for k in range(K):
-                    evals[k] = evaluate_generated(engine.member(k), val, cfg.eval_steps, cfg.dh_smoothing)
                     if is_better(evals[k], st["best"][k]):
                         st["best"][k] = {"epoch": epoch, "dstsp": evals[k][0], "dh": evals[k][1]}
                         best_states[k] = engine.member_state(k)
