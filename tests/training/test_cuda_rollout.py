@@ -71,6 +71,25 @@ def test_loop_is_the_reference_recurrence():
         assert torch.equal(z, F.reference_forced_rollout(form, z0, zhat, fm, al))
 
 
+def test_capture_check_catches_wrong_values_and_wrong_gradients():
+    """_verify (run once per captured signature) compares values and gradients with the eager loop."""
+    form = make_form("mixed", 2)
+    fm, al = forcing("stf")
+    z0, zhat, _ = data(2, 3)
+    t, mask, clipped, c = check_inputs(form, z0, zhat, fm, al)
+    tensors = [t[k] for k in INPUTS] + [z0, zhat, c]
+    run = CR._loop(mask, clipped, bool(mask.all()))
+    assert CR._verify(run, run, tensors) is None
+    scaled = lambda *a: run(*a) * (1.0 + 1e-6)                   # noqa: E731
+    assert "output differs" in CR._verify(scaled, run, tensors)
+
+    def doubled_grad(*a):                                         # right values, gradients x2
+        z = run(*a)
+        return z.detach() + 2.0 * (z - z.detach())
+
+    assert "gradient" in CR._verify(doubled_grad, run, tensors)
+
+
 # ------------------------------------------------------------------ on a GPU
 @pytest.fixture
 def graphs_on(monkeypatch):
