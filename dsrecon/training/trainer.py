@@ -267,7 +267,7 @@ def train_loop(engine, cfg: TrainConfig, train: DataSpec, val: np.ndarray, log: 
                 )
             if bar is not None:
                 bar.update(1)
-                bar.setprogress_postfix(progress_postfix(rows))
+                bar.set_postfix(progress_postfix(rows))
             if callback is not None:
                 callback(rows if engine.ensemble else rows[0])
     finally:

@@ -146,3 +146,13 @@ def test_nonfinite_data_file(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", x)
     assert main(fit_args(tmp_path / "bad.npy", tmp_path / "run")) == 2
     assert "non-finite" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("ensemble", [[], ["--ensemble", "2"]])
+def test_fit_with_the_default_progress_bar(data, tmp_path, capsys, ensemble):
+    """The CLI's default (a tqdm bar with loss / alpha / D_stsp postfix) for one model and an ensemble."""
+    run = tmp_path / "run"
+    args = [a for a in fit_args(data, run, "--forcing", "agtf", *ensemble) if a != "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2/2" in err and "loss=" in err and "alpha=" in err and "dstsp=" in err
