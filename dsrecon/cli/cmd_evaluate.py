@@ -22,8 +22,9 @@ def register(sub) -> argparse.ArgumentParser:
             "Evaluate a trained model with the paper protocol: generate 1.25 T steps from the first "
             "test point, drop the first 0.25 T, compare with the whole test series (D_stsp, D_H), and "
             "compute PE(n) over the test series. The result is merged into RUN_DIR/metrics.json "
-            "under the key 'evaluation'. The test series must be in the coordinates the model was "
-            "trained in (e.g. standardised the same way)."
+            "under the key 'evaluation' (ensemble runs: into each RUN_DIR/member_XX/metrics.json, "
+            "followed by the median +- MAD over the members, as the papers report). The test series "
+            "must be in the coordinates the model was trained in (e.g. standardised the same way)."
         ),
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory written by `dsrecon fit`")
@@ -42,6 +43,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("auto", "binned", "gmm"), default="auto", help="D_stsp estimator (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the GMM D_stsp samples (default 0)")
     p.add_argument("--device", default=None, help="torch device for the model (default cpu)")
+    p.add_argument("--member", type=int, metavar="K",
+                   help="ensemble runs: evaluate only member K (default: every member, then median +- MAD)")
     p.add_argument("--no-write", action="store_true", help="do not write metrics.json")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
     p.set_defaults(func=run)
@@ -49,10 +52,58 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dsrecon.errors import ConfigError
+
+    run_dir = Path(args.run_dir)
+    members = sorted(p for p in run_dir.glob("member_*") if p.is_dir() and (p / "model.json").exists())
+    if args.member is not None:
+        target = run_dir / f"member_{args.member:02d}"
+        if not (target / "model.json").exists():
+            raise ConfigError(f"{run_dir} has no ensemble member {args.member} ({target} holds no model.json); "
+                              f"members here: {[p.name for p in members] or 'none'}")
+        _evaluate_one(args, target)
+        return 0
+    if (run_dir / "model.json").exists() or not members:
+        _evaluate_one(args, run_dir)
+        return 0
+    return _evaluate_members(args, members)
+
+
+def _evaluate_members(args: argparse.Namespace, members: list) -> int:
+    """Every member of an ensemble run, then the median +- MAD over them."""
+    from dsrecon.metrics import aggregate_runs
+
+    results = {}
+    for d in members:
+        if not args.json:
+            print(f"== {d.name}")
+        results[d.name] = _evaluate_one(args, d, show=not args.json)
+        if not args.json:
+            print()
+    stats = aggregate_runs(results.values())
+    metrics = [m for m in ("dstsp", "dh", "pe") if m in stats]
+    if args.json:
+        print(json.dumps({"members": results, "aggregate": {m: stats[m] for m in metrics}}, indent=2, allow_nan=False))
+        return 0
+    print(f"median +- MAD over {len(members)} members:")
+    for m in metrics:
+        st = stats[m]
+        bad = f"  ({st['n_nonfinite']} non-finite left out)" if st["n_nonfinite"] else ""
+        if st["median"] is None:
+            print(f"  {_NAMES[m]:<8}{'no finite value':>12}{bad}")
+        else:
+            print(f"  {_NAMES[m]:<8}{_fmt(st['median']):>12} +- {_fmt(st['mad'])}{bad}")
+    return 0
+
+
+def _evaluate_one(args: argparse.Namespace, run_dir, *, show: bool = True) -> dict[str, Any]:
+    """Evaluate one model directory; print the table (or JSON) when ``show``; return the result."""
     from dsrecon.metrics import evaluate_run
 
     result = evaluate_run(
-        args.run_dir,
+        run_dir,
         args.test,
         write=not args.no_write,
         n_generate=args.steps,
@@ -64,13 +115,15 @@ def run(args: argparse.Namespace) -> int:
         dstsp_method=args.method,
         device=args.device,
     )
+    if not show:
+        return result
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:
         print(format_table(result))
         if not args.no_write:
-            print(f"\nwritten to {args.run_dir.rstrip('/')}/metrics.json (key 'evaluation')")
-    return 0
+            print(f"\nwritten to {str(run_dir).rstrip('/')}/metrics.json (key 'evaluation')")
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -72,6 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"dsrecon {args.command}: interrupted\n")
         return 130
+    except BrokenPipeError:  # the reader went away (`dsrecon ... | head`): stop quietly
+        _silence_stdout()
+        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (tests, embedded use)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

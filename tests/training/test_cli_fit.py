@@ -156,3 +156,37 @@ def test_fit_with_the_default_progress_bar(data, tmp_path, capsys, ensemble):
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "2/2" in err and "loss=" in err and "alpha=" in err and "dstsp=" in err
+
+
+def test_evaluate_an_ensemble_run_member_by_member(data, tmp_path, capsys):
+    """`dsrecon evaluate` on an ensemble: every member (own metrics.json) + median +- MAD; --member K."""
+    run = tmp_path / "ens"
+    assert main(fit_args(data, run, "--ensemble", "2")) == 0
+    capsys.readouterr()
+    test_args = ["--test", str(data), "--steps", "500", "--transient", "100", "--pe-steps", "5"]
+    assert main(["evaluate", str(run), *test_args]) == 0
+    out = capsys.readouterr().out
+    assert "== member_00" in out and "== member_01" in out and "median +- MAD over 2 members" in out
+    for k in range(2):
+        assert "evaluation" in json.loads((run / f"member_{k:02d}" / "metrics.json").read_text())
+    assert main(["evaluate", str(run), *test_args, "--json", "--no-write"]) == 0
+    doc = json.loads(capsys.readouterr().out)                      # one JSON document
+    assert set(doc["members"]) == {"member_00", "member_01"} and doc["aggregate"]["dstsp"]["n"] == 2
+    assert main(["evaluate", str(run), *test_args, "--member", "1", "--no-write"]) == 0
+    assert "== member" not in capsys.readouterr().out
+    assert main(["evaluate", str(run), *test_args, "--member", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no ensemble member 5" in err and "member_00" in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    """`dsrecon systems list | head -1`: the reader leaves early; no traceback, exit 0."""
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    assert main(["systems", "list"]) == 0
