@@ -26,7 +26,6 @@ architecture); otherwise member by member.
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -36,8 +35,9 @@ import torch
 
 from dsrecon.analysis._targets import initial_states, resolve, state_dim
 from dsrecon.analysis.lyapunov_ode import FlowTangent, autograd_jacobian, default_flow_dt
+from dsrecon.analysis.lyapunov_qr import _benettin, _blocks, _qr_logs  # noqa: F401 (re-exported)
 from dsrecon.analysis.pwl_view import float64_copy
-from dsrecon.errors import ConfigError, IntegrationError
+from dsrecon.errors import ConfigError
 from dsrecon.models.base import DynamicalModel
 
 MAP_METHODS = ("auto", "torch", "numba")
@@ -134,66 +134,6 @@ def small_matrix_threads(device: Any, dim: int):
             torch.set_num_threads(old)
 
 
-def _qr_logs(Q: Any) -> tuple[Any, np.ndarray]:
-    """QR of a batch of frames (B, D, D) -> (Q, log |diag R| (B, D) as NumPy)."""
-    if isinstance(Q, torch.Tensor):
-        q, r = torch.linalg.qr(Q)
-        d = torch.diagonal(r, dim1=-2, dim2=-1).abs().clamp_min(1e-300)
-        return q, torch.log(d).cpu().numpy()
-    q, r = np.linalg.qr(Q)
-    d = np.maximum(np.abs(np.diagonal(r, axis1=-2, axis2=-1)), 1e-300)
-    return q, np.log(d)
-
-
-def _blocks(n_steps: int, reorth: int, n_blocks: int, warmup: int) -> tuple[int, int, np.ndarray, int]:
-    """Block layout of ``warmup + n_steps`` steps: (block_len, number of blocks incl. warm-up
-    blocks, steps per block, warm-up steps rounded up to whole blocks).
-
-    block_len is a multiple of reorth; the warm-up occupies whole leading blocks, which
-    :func:`_summarise` drops.
-    """
-    per = max(1, math.ceil(n_steps / reorth / max(1, n_blocks)))
-    block_len = per * reorth
-    n_warm_blocks = math.ceil(warmup / block_len) if warmup > 0 else 0
-    n_warm = n_warm_blocks * block_len
-    nb = n_warm_blocks + math.ceil(n_steps / block_len)
-    total = n_warm + n_steps
-    counts = np.array([min(block_len, total - i * block_len) for i in range(nb)], dtype=np.float64)
-    counts[:n_warm_blocks] = 0.0  # marks warm-up blocks
-    return block_len, nb, counts, n_warm
-
-
-def _benettin(
-    advance: Callable[[Any, Any, int], tuple[Any, Any]],
-    x: Any,
-    Q: Any,
-    n_steps: int,
-    reorth: int,
-    block_len: int,
-    n_blocks: int,
-    what: str,
-) -> np.ndarray:
-    """Generic QR loop -> log sums per block (B, n_blocks, D)."""
-    B, D = x.shape[0], x.shape[1]
-    sums = np.zeros((B, n_blocks, D))
-    t = 0
-    while t < n_steps:
-        n = min(reorth, n_steps - t)
-        x, Q = advance(x, Q, n)
-        Q, logs = _qr_logs(Q)
-        blk = (t + n - 1) // block_len
-        sums[:, blk] += logs
-        t += n
-        if t % block_len == 0 or t == n_steps:
-            ok = torch.isfinite(x).all() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
-            if not bool(ok) or not np.isfinite(sums[:, blk]).all():
-                raise IntegrationError(
-                    f"the trajectory of {what} became non-finite within step {t}; the spectrum is undefined "
-                    "there -- choose initial conditions in the basin of a bounded attractor (x0=...)"
-                )
-    return sums
-
-
 def _summarise(sums: np.ndarray, counts: np.ndarray, dt: float | None, **info: Any) -> LyapunovResult:
     keep = counts > 0  # drop the warm-up blocks
     sums, counts = sums[:, keep], counts[keep]
@@ -245,6 +185,7 @@ def lyapunov_spectrum(
     method: str = "auto",
     n_blocks: int = 20,
     warmup: int | None = None,
+    n_exponents: int | None = None,
 ) -> LyapunovResult | list[LyapunovResult]:
     """Lyapunov spectrum of a model, a benchmark system, or a list of models (ensemble).
 
@@ -283,6 +224,11 @@ def lyapunov_spectrum(
         Steps of tangent dynamics (with QR) after the transient that are not averaged, so the
         frame aligns with the Lyapunov vectors first (removes an O(1/n_steps) bias, mostly on
         the exponents near zero). Default ``n_steps // 20``, rounded up to whole blocks.
+    n_exponents : int, optional
+        Only the k leading exponents (default: all D). Exact: a k-column frame gives the first k
+        exponents of the full computation. Models without an analytic Jacobian then propagate
+        the frame by k forward-mode Jacobian-vector products per step
+        (:mod:`.lyapunov_tangent`) -- what makes SSMs with M in the thousands tractable.
 
     Returns
     -------
@@ -294,11 +240,16 @@ def lyapunov_spectrum(
     warmup = n_steps // 20 if warmup is None else warmup
     if not isinstance(warmup, (int, np.integer)) or isinstance(warmup, bool) or warmup < 0:
         raise ConfigError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if n_exponents is not None and (not isinstance(n_exponents, (int, np.integer)) or isinstance(n_exponents, bool)
+                                    or n_exponents < 1):
+        raise ConfigError(f"n_exponents must be an integer >= 1 (or None for all), got {n_exponents!r}")
     kw = dict(x0=x0, n_steps=n_steps, transient=transient, reorth_every=reorth_every,
               n_initial_conditions=n_initial_conditions, dt=dt, device=device, seed=seed,
               jacobian=jacobian, method=method, n_blocks=n_blocks, warmup=warmup)
     if isinstance(model_or_system, (list, tuple)):
         members = list(model_or_system)
+        if n_exponents is not None:
+            return [lyapunov_spectrum(m, **kw, n_exponents=n_exponents) for m in members]  # type: ignore[misc]
         if len(members) > 1 and all(isinstance(m, DynamicalModel) for m in members):
             from dsrecon.analysis.lyapunov_ensemble import _ensemble  # builds on this module
 
@@ -312,13 +263,16 @@ def lyapunov_spectrum(
     with small_matrix_threads(device, state_dim(kind, obj)):
         return _spectrum(kind, obj, x0=x0, n_steps=n_steps, transient=transient, reorth_every=reorth_every,
                          n_initial_conditions=n_initial_conditions, dt=dt, device=device, seed=seed,
-                         jacobian=jacobian, method=method, n_blocks=n_blocks, warmup=warmup)
+                         jacobian=jacobian, method=method, n_blocks=n_blocks, warmup=warmup, k=n_exponents)
 
 
 def _spectrum(kind: str, obj: Any, *, x0: Any, n_steps: int, transient: int, reorth_every: int,
               n_initial_conditions: int, dt: float | None, device: Any, seed: int | None, jacobian: str,
-              method: str, n_blocks: int, warmup: int) -> LyapunovResult:
+              method: str, n_blocks: int, warmup: int, k: int | None = None) -> LyapunovResult:
     _check_kind_args(kind, dt, jacobian, method)
+    D = state_dim(kind, obj)
+    if k is not None and k > D:
+        raise ConfigError(f"n_exponents={k} exceeds the state dimension {D}")
     rng = np.random.default_rng(seed)
     x = initial_states(kind, obj, x0, n_initial_conditions, rng)
     block_len, nb, counts, n_warm = _blocks(n_steps, reorth_every, n_blocks, warmup)
@@ -326,8 +280,7 @@ def _spectrum(kind: str, obj: Any, *, x0: Any, n_steps: int, transient: int, reo
     total = n_warm + n_steps
     if kind == "model":
         return _model_spectrum(obj, x, total, transient, reorth_every, block_len, nb, counts, dt, device,
-                               jacobian, method, info)
-    D = state_dim(kind, obj)
+                               jacobian, method, info, k)
     name = getattr(obj, "name", type(obj).__name__)
     if kind == "flow":
         h = float(dt) if dt is not None else default_flow_dt(obj, x)
@@ -335,34 +288,36 @@ def _spectrum(kind: str, obj: Any, *, x0: Any, n_steps: int, transient: int, reo
         xs = tangent.asarray(x)
         xs = tangent.advance_state(xs, transient)
         sums = _benettin(tangent.advance, xs, tangent.eye(x.shape[0], D), total, reorth_every, block_len, nb, name)
-        return _summarise(sums, counts, h, method=tangent.method, **info)
+        return _summarise(sums[..., :k], counts, h, method=tangent.method, **info)
     # discrete system
     use_torch = jacobian == "autograd" or (device is not None and torch.device(device).type != "cpu")
     step = obj.step
     jac = obj.jacobian if jacobian == "analytic" else (lambda z: autograd_jacobian(step, z))
     xs = torch.as_tensor(x, dtype=torch.float64, device=device or "cpu") if use_torch else x
     sums = _map_sums(step, jac, xs, transient, total, reorth_every, block_len, nb, name)
-    return _summarise(sums, counts, dt, method="torch" if use_torch else "numpy", **info)
+    return _summarise(sums[..., :k], counts, dt, method="torch" if use_torch else "numpy", **info)
 
 
 def _map_sums(step: Callable, jac: Callable, x: Any, transient: int, total: int, reorth: int, block_len: int,
-              nb: int, name: str) -> np.ndarray:
-    """Transient with the map alone, then the QR loop of Q <- J(z) Q; NumPy or torch states."""
+              nb: int, name: str, k: int | None = None, tangent: Callable | None = None) -> np.ndarray:
+    """Transient with the map alone, then the QR loop of Q <- J(z) Q (k columns, default all; Q <-
+    ``tangent(z, Q)`` when given); NumPy or torch states."""
     B, D = x.shape
+    k = D if k is None else k
     with torch.no_grad():
         for _ in range(transient):
             x = step(x)
 
         def advance(z: Any, Q: Any, n: int) -> tuple[Any, Any]:
             for _ in range(n):
-                Q = jac(z) @ Q
+                Q = jac(z) @ Q if tangent is None else tangent(z, Q)
                 z = step(z)
             return z, Q
 
         if isinstance(x, torch.Tensor):
-            Q0 = torch.eye(D, dtype=torch.float64, device=x.device).expand(B, D, D).clone()
+            Q0 = torch.eye(D, dtype=torch.float64, device=x.device)[:, :k].expand(B, D, k).clone()
         else:
-            Q0 = np.broadcast_to(np.eye(D), (B, D, D)).copy()
+            Q0 = np.broadcast_to(np.eye(D)[:, :k], (B, D, k)).copy()
         return _benettin(advance, x, Q0, total, reorth, block_len, nb, name)
 
 
@@ -378,8 +333,9 @@ def _check_kind_args(kind: str, dt: float | None, jacobian: str, method: str) ->
 
 def _model_spectrum(model: DynamicalModel, x: np.ndarray, n_steps: int, transient: int, reorth: int,
                     block_len: int, nb: int, counts: np.ndarray, dt: float | None, device: Any,
-                    jacobian: str, method: str, info: dict[str, Any]) -> LyapunovResult:
+                    jacobian: str, method: str, info: dict[str, Any], k: int | None = None) -> LyapunovResult:
     from dsrecon.analysis.lyapunov_pwl import pwl_model_sums
+    from dsrecon.analysis.lyapunov_tangent import jvp_tangent
 
     on_cpu = device is None or torch.device(device).type == "cpu"
     if method in ("auto", "numba"):
@@ -387,9 +343,12 @@ def _model_spectrum(model: DynamicalModel, x: np.ndarray, n_steps: int, transien
                               block_len=block_len, n_blocks=nb, usable=jacobian == "analytic" and on_cpu,
                               required=method == "numba")
         if sums is not None:
-            return _summarise(sums, counts, dt, method="numba", **info)
+            return _summarise(sums[..., :k], counts, dt, method="numba", **info)
     m64 = float64_copy(model, device if device is not None else "cpu")
     jac = m64.jacobian if jacobian == "analytic" else (lambda z: DynamicalModel.jacobian(m64, z))
+    # no analytic Jacobian (the protocol's autograd default) and a partial spectrum: J Q by JVPs
+    by_jvp = k is not None and k < m64.latent_dim and type(m64).jacobian is DynamicalModel.jacobian
     z = torch.as_tensor(x, dtype=torch.float64, device=m64.device)
-    sums = _map_sums(m64.step, jac, z, transient, n_steps, reorth, block_len, nb, f"the {type(model).__name__}")
-    return _summarise(sums, counts, dt, method="torch", **info)
+    sums = _map_sums(m64.step, jac, z, transient, n_steps, reorth, block_len, nb, f"the {type(model).__name__}",
+                     k=k, tangent=jvp_tangent(m64.step) if by_jvp else None)
+    return _summarise(sums, counts, dt, method="torch-jvp" if by_jvp else "torch", **info)

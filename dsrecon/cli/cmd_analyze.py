@@ -16,6 +16,9 @@ from dsrecon.cli.common import add_command, write_json
 from dsrecon.errors import ConfigError, DsreconError, RunDirError
 
 ANALYSIS_FILE = "analysis.json"
+FULL_SPECTRUM_LIMIT = 64   # state dims up to which the whole spectrum is computed by default
+PARTIAL_DEFAULT = 10       # leading exponents computed by default above that
+NEWTON_DIM_LIMIT = 256     # smooth models above this dimension skip the fixed-point search by default
 
 
 def register(sub) -> argparse.ArgumentParser:
@@ -38,7 +41,13 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--system", metavar="NAME", help="analyse a benchmark system instead (e.g. Lorenz)")
     p.add_argument("--out", metavar="FILE", help="with --system: write the JSON here (refuses to overwrite)")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing file")
-    p.add_argument("--max-order", type=int, default=1, metavar="K", help="largest cycle order (default 1)")
+    p.add_argument("--max-order", type=int, default=None, metavar="K",
+                   help="largest cycle order; 0 skips the search (default 1; 0 for models of more than "
+                        f"{NEWTON_DIM_LIMIT} latent dims without piecewise-linear structure, where Newton "
+                        "with dense Jacobians is slow)")
+    p.add_argument("--exponents", type=int, default=None, metavar="K",
+                   help=f"only the K leading Lyapunov exponents (default: all up to {FULL_SPECTRUM_LIMIT} "
+                        f"dims, else {PARTIAL_DEFAULT})")
     p.add_argument("--steps", type=int, default=20_000, metavar="N", help="Lyapunov steps (default 20000)")
     p.add_argument("--transient", type=int, default=1_000, metavar="N", help="discarded steps (default 1000)")
     p.add_argument("--initial-conditions", type=int, default=4, metavar="B", help="trajectories averaged (default 4)")
@@ -60,9 +69,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("give either RUN_DIR or --system NAME (exactly one)")
     if args.out and args.system is None:
         raise ConfigError(f"--out is for --system; a run's analysis always goes to RUN_DIR/{ANALYSIS_FILE}")
-    for name, v, lo in (("--max-order", args.max_order, 1), ("--steps", args.steps, 1),
-                        ("--transient", args.transient, 0), ("--initial-conditions", args.initial_conditions, 1)):
-        if v < lo:
+    for name, v, lo in (("--max-order", args.max_order, 0), ("--steps", args.steps, 1),
+                        ("--transient", args.transient, 0), ("--initial-conditions", args.initial_conditions, 1),
+                        ("--exponents", args.exponents, 1)):
+        if v is not None and v < lo:
             raise ConfigError(f"{name} must be >= {lo}, got {v}")
     if args.dt is not None and not args.dt > 0:
         raise ConfigError(f"--dt must be positive, got {args.dt}")
@@ -73,21 +83,35 @@ def _check(args: argparse.Namespace) -> None:
 def analyze_target(target: Any, args: argparse.Namespace, *, x0: Any = None, dt: float | None = None) -> dict:
     """Spectrum + cycles of one model or system as a plain-JSON dict."""
     from dsrecon.analysis import fixed_points, lyapunov_spectrum
+    from dsrecon.models.base import PiecewiseLinearModel
 
+    dim = int(getattr(target, "latent_dim", None) or getattr(target, "dim", 0) or 0)
+    k = args.exponents if args.exponents is not None else (None if dim <= FULL_SPECTRUM_LIMIT else PARTIAL_DEFAULT)
+    k = None if k is not None and dim and k >= dim else k
+    max_order, note = args.max_order, None
+    if max_order is None:
+        max_order = 1
+        if dim > NEWTON_DIM_LIMIT and not isinstance(target, PiecewiseLinearModel):
+            max_order, note = 0, (f"not searched by default for {dim} latent dims without piecewise-linear "
+                                  "structure (Newton with dense Jacobians); pass --max-order 1 to search")
     out: dict[str, Any] = {}
     try:
         res = lyapunov_spectrum(target, x0=x0, n_steps=args.steps, transient=args.transient,
                                 n_initial_conditions=args.initial_conditions, dt=dt, seed=args.seed,
-                                device=args.device)
-        out["lyapunov"] = res.to_dict()
+                                device=args.device, n_exponents=k)
+        out["lyapunov"] = {**res.to_dict(), "state_dim": dim or len(res.exponents)}
     except DsreconError as exc:
         if isinstance(exc, ConfigError):
             raise
         out["lyapunov"] = {"error": str(exc)}
-    cycles = fixed_points(target, max_order=args.max_order, method=args.method, seed=args.seed,
-                          device=args.device, x0=x0)
-    out["fixed_points"] = [c.to_dict() for c in cycles]
-    out["settings"] = {"max_order": args.max_order, "method": args.method, "seed": args.seed}
+    if max_order >= 1:
+        cycles = fixed_points(target, max_order=max_order, method=args.method, seed=args.seed,
+                              device=args.device, x0=x0)
+        out["fixed_points"] = [c.to_dict() for c in cycles]
+    else:
+        out["fixed_points"] = None
+    out["settings"] = {"max_order": max_order, "method": args.method, "seed": args.seed, "n_exponents": k,
+                       **({"fixed_points_note": note} if note else {})}
     return out
 
 
@@ -124,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         from dsrecon.systems import get
 
         system = get(args.system)
-        if system.kind == "flow" and args.max_order > 1:  # refuse before any work
+        if system.kind == "flow" and (args.max_order or 1) > 1:  # refuse before any work
             raise ConfigError(
                 f"{system.name} is a flow: periodic orbits of flows are not searched, only equilibria; "
                 "use --max-order 1"
@@ -184,11 +208,17 @@ def _report(result: dict, args: argparse.Namespace, path: Path | None, *, overwr
         if "error" in ly:
             print(f"  Lyapunov spectrum: failed ({ly['error']})")
         else:
-            print(f"  Lyapunov spectrum ({ly['units']}{', dt=%g' % ly['dt'] if ly['dt'] else ''}; "
+            n, dim = len(ly["exponents"]), ly.get("state_dim", len(ly["exponents"]))
+            lead = f"leading {n} of {dim}; " if n < dim else ""
+            print(f"  Lyapunov spectrum ({lead}{ly['units']}{', dt=%g' % ly['dt'] if ly['dt'] else ''}; "
                   f"{ly['n_steps']} steps x {ly['n_initial_conditions']} ICs): {_fmt_vec(ly['exponents'])}"
                   f"  (convergence +-{max(ly['convergence']):.2g})")
-            print(f"  Kaplan-Yorke dimension: {ly['kaplan_yorke']:.3f}")
+            bound = " (from the leading exponents: a lower bound)" if n < dim and ly["kaplan_yorke"] >= n else ""
+            print(f"  Kaplan-Yorke dimension: {ly['kaplan_yorke']:.3f}{bound}")
         cyc = entry["fixed_points"]
+        if cyc is None:
+            print(f"  fixed points / cycles: {entry['settings'].get('fixed_points_note', 'not searched (--max-order 0)')}")
+            continue
         print(f"  fixed points / cycles up to order {entry['settings']['max_order']}: {len(cyc)}")
         for c in cyc[:20]:
             kind = c["kind"] + (f" (index {c['saddle_index']})" if c["kind"] == "saddle" else "")

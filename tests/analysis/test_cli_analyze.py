@@ -69,7 +69,8 @@ def test_system_to_file_refuses_to_overwrite(tmp_path, capsys):
     [
         (["analyze"], "exactly one"),
         (["analyze", "RUN", "--system", "Lorenz"], "exactly one"),
-        (["analyze", "--system", "Lorenz", "--max-order", "0"], "--max-order"),
+        (["analyze", "--system", "Lorenz", "--max-order", "-1"], "--max-order"),
+        (["analyze", "--system", "Lorenz", "--exponents", "0"], "--exponents"),
         (["analyze", "--system", "Lorenz", "--steps", "0"], "--steps"),
         (["analyze", "--system", "Lorenz", "--dt", "-1"], "--dt"),
         (["analyze", "--system", "Lornz"], "did you mean"),
@@ -92,3 +93,24 @@ def test_out_is_only_for_systems(run_dir, capsys):
 def test_empty_run_dir_explains(tmp_path, capsys):
     assert main(["analyze", str(tmp_path)]) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_high_dimensional_smooth_model_defaults(tmp_path, monkeypatch, capsys):
+    """Above the size limits: the leading exponents only (by JVPs) and no Newton search unless asked."""
+    import dsrecon.cli.cmd_analyze as cmd
+    from dsrecon.models import build
+
+    monkeypatch.setattr(cmd, "FULL_SPECTRUM_LIMIT", 4)
+    monkeypatch.setattr(cmd, "NEWTON_DIM_LIMIT", 4)
+    monkeypatch.setattr(cmd, "PARTIAL_DEFAULT", 3)
+    run = tmp_path / "lstm"
+    save_model(build("lstm", obs_dim=3, latent_dim=11, seed=0), run)   # M = 3 + 2 * 4 = 11
+    assert main(["analyze", str(run), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "leading 3 of 11" in out and "not searched by default for 11 latent dims" in out
+    doc = json.loads((run / "analysis.json").read_text())
+    assert len(doc["lyapunov"]["exponents"]) == 3 and doc["lyapunov"]["method"] == "torch-jvp"
+    assert doc["fixed_points"] is None and doc["settings"]["n_exponents"] == 3
+    assert main(["analyze", str(run), *FAST, "--exponents", "11", "--max-order", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["lyapunov"]["exponents"]) == 11 and isinstance(doc["fixed_points"], list)
