@@ -45,7 +45,7 @@ import torch
 
 from dsrecon.metrics import evaluate_model, hellinger_distance, state_space_divergence
 from dsrecon.models import load
-from dsrecon.training import SparseTF, TrainConfig, fit_ensemble, generic_rollout
+from dsrecon.training import SparseTF, TrainConfig, batch_loss, fit_ensemble
 
 LORENZ_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsr-paper" / "lorenz63_test.npy"
 
@@ -83,15 +83,18 @@ def teacher_series(teacher: Any, x0: np.ndarray, n_steps: int = 230_000,
     return (traj - mu) / sd, mu, sd
 
 
-def stf_loss(model: Any, x: torch.Tensor, x_in: torch.Tensor, tau: int) -> float:
-    """The trainer's STF objective without regularisation: forcing/initial state from ``x_in``
-    (B, T+1, N), MSE of the unforced predictions against ``x[:, 1:]``."""
+def stf_objective(model: Any, x: torch.Tensor, x_in: torch.Tensor, tau: int) -> torch.Tensor:
+    """The trainer's STF objective without regularisation (:func:`dsrecon.training.batch_loss`, the
+    generic rollout): forcing / initial state from ``x_in`` (B, T+1, N), MSE of the unforced
+    predictions against ``x[:, 1:]``. Differentiable."""
     alpha = SparseTF(tau).alpha_matrix(x.shape[1] - 1)[0]
+    return batch_loss(model, x, x_in, alpha, mask=None, lambda_reg=0.0)
+
+
+def stf_loss(model: Any, x: torch.Tensor, x_in: torch.Tensor, tau: int) -> float:
+    """:func:`stf_objective` as a number (no autograd)."""
     with torch.no_grad():
-        z = generic_rollout(model, x_in, alpha)  # (B, T, M)
-        B, T, M = z.shape
-        xhat = model.observe(z.reshape(B * T, M)).reshape(B, T, -1)
-    return float(torch.mean((xhat - x[:, 1:]) ** 2))
+        return float(stf_objective(model, x, x_in, tau))
 
 
 def refit_initial_map(view: Standardised, train: np.ndarray, tau: int, input_noise: float, *,
@@ -111,16 +114,13 @@ def refit_initial_map(view: Standardised, train: np.ndarray, tau: int, input_noi
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
-    alpha = SparseTF(tau).alpha_matrix(200)[0]
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = rng.integers(0, len(train) - 201, batch)
         x = torch.as_tensor(np.stack([train[i:i + 201] for i in idx]), dtype=torch.float64)
         x_in = x + input_noise * torch.randn(x.shape, generator=gen, dtype=x.dtype)
-        z = generic_rollout(view, x_in, alpha)  # (batch, 200, M)
-        B, T, M = z.shape
-        loss = torch.mean((view.observe(z.reshape(B * T, M)).reshape(B, T, -1) - x[:, 1:]) ** 2)
+        loss = stf_objective(view, x, x_in, tau)
         opt.zero_grad()
         loss.backward()
         opt.step()
