@@ -159,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
         path = write_json(args.out, result) if args.out else None
         _report(result, args, path, overwritten=False)
         return 0
-    from dsrecon.models import load
+    from dsrecon.models import load, member_dirs
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir} is not a directory; pass a run directory written by `dsrecon fit`")
-    members = sorted(p for p in run_dir.glob("member_*") if p.is_dir())
+    members = member_dirs(run_dir)
     if args.member is not None or not (run_dir / "model.json").exists() and members:
         ks = [args.member] if args.member is not None else [int(p.name.split("_")[1]) for p in members]
     else:

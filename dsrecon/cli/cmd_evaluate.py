@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dsrecon.errors import ConfigError
+    from dsrecon.models import member_dirs
 
     run_dir = Path(args.run_dir)
-    members = sorted(p for p in run_dir.glob("member_*") if p.is_dir() and (p / "model.json").exists())
+    members = member_dirs(run_dir)
     if args.member is not None:
         target = run_dir / f"member_{args.member:02d}"
         if not (target / "model.json").exists():

@@ -33,6 +33,11 @@ def save_model(model: DynamicalModel, directory: str | Path) -> Path:
     return d
 
 
+def member_dirs(run_dir: str | Path) -> list[Path]:
+    """The member directories ``member_XX`` of an ensemble run directory, sorted (empty otherwise)."""
+    return sorted(p for p in Path(run_dir).glob("member_*") if p.is_dir())
+
+
 def load(run_dir: str | Path, *, device: str | torch.device = "cpu", member: int | None = None) -> DynamicalModel:
     """Load a model saved by :func:`save_model` (or a run directory written by training).
 
@@ -51,9 +56,9 @@ def load(run_dir: str | Path, *, device: str | torch.device = "cpu", member: int
         raise RunDirError(f"{d} is not a directory; pass a run directory written by `dsrecon fit`")
     cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
     if not cfg_path.exists() or not w_path.exists():
-        members = sorted(p.name for p in d.glob("member_*") if p.is_dir())
+        members = member_dirs(d)
         hint = (
-            f"; it is an ensemble run: load one member with member=k or the directory {d / members[0]}"
+            f"; it is an ensemble run: load one member with member=k or the directory {members[0]}"
             if members
             else "; was the training finished or killed before the first checkpoint?"
         )
